@@ -1,0 +1,3 @@
+"""ftdyn: what fine-tuning does to pre-trained language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,260 @@
+"""Typed schemas for every config group, registered with Hydra's ConfigStore.
+
+The root `TrainConfig` is the first entry of `conf/train.yaml`'s defaults, so every group option
+(a YAML file under `conf/<group>/`) is merged into a typed node: a misspelled key or a value of
+the wrong type fails at composition with the key's full name. Checks that span fields live in
+`problems()` methods; `TrainConfig.__post_init__` gathers all of them into one `ConfigError`,
+raised by `to_typed(cfg)` before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+METHODS = ("base", "sft")
+PROMPT_FORMATS = ("default", "io", "instruct")
+TASK_KINDS = ("classification", "generation")
+SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain")
+MODEL_SOURCES = ("ladder", "hub")
+
+
+class ConfigError(ValueError):
+    """One or more config values are not allowed; the message lists every problem."""
+
+
+@dataclass
+class ArchConfig:
+    """Shape of a Llama-architecture model that ftdyn builds from a transformers config."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    vocab_size: int = 1024  #: BPE vocabulary trained on tinyworld
+    max_position: int = 1024
+
+
+@dataclass
+class PretrainConfig:
+    """How ftdyn pre-trains a ladder on tinyworld (tokens = steps * batch_size * seq_len)."""
+
+    steps: int = 600
+    batch_size: int = 32
+    seq_len: int = 128
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    world_seed: int = 0  #: which world (people and their facts)
+    n_people: int = 20
+    corpus_seed: int = 1  #: which documents about it
+    heldout_docs: int = 200  #: documents of a disjoint stream for the held-out LM loss
+    seed: int = 0  #: weight initialisation
+
+
+@dataclass
+class ModelConfig:
+    """A model and its checkpoint ladder."""
+
+    name: str = "tiny"
+    source: str = "ladder"  #: ladder: built by ftdyn on tinyworld; hub: loaded by name
+    checkpoints: list[int] = field(default_factory=list)  #: pre-training steps of the ladder
+    hf_id: Optional[str] = None  #: hub repository (source=hub)
+    revision_format: str = "step{step}"  #: hub revision of a step
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    trust_remote_code: bool = False
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.source not in MODEL_SOURCES:
+            out.append(f"model.source={self.source!r}: allowed {list(MODEL_SOURCES)}")
+        if not self.checkpoints:
+            out.append("model.checkpoints is empty: list the ladder's pre-training steps")
+        if sorted(set(self.checkpoints)) != list(self.checkpoints) or any(s <= 0 for s in self.checkpoints):
+            out.append(f"model.checkpoints={list(self.checkpoints)}: must be positive, increasing steps")
+        if self.source == "ladder" and self.checkpoints and self.checkpoints[-1] != self.pretrain.steps:
+            out.append(f"model.checkpoints ends at {self.checkpoints[-1]} but model.pretrain.steps="
+                       f"{self.pretrain.steps}: the last checkpoint must be the final step")
+        if self.source == "hub" and not self.hf_id:
+            out.append("model.hf_id is required when model.source=hub")
+        return out
+
+
+@dataclass
+class CkptConfig:
+    """Which checkpoint of the ladder: `step` null means the final one."""
+
+    step: Optional[int] = None
+
+
+@dataclass
+class TaskConfig:
+    """A task: where its examples come from, how it is scored, which sets it is evaluated on."""
+
+    name: str = "syn_nli"
+    version: int = 1
+    family: str = "nli"  #: selects the prompt templates (ftdyn.tasks.prompts)
+    kind: str = "classification"
+    source: str = "tinyworld"
+    label_words: list[str] = field(default_factory=list)  #: classification answers, in label order
+    train_size: int = 2000
+    eval_size: int = 300  #: examples per evaluation set
+    eval_sets: dict[str, str] = field(default_factory=dict)  #: split name -> split_kind
+    eval_only: bool = False  #: a probe: never trained on
+    max_new_tokens: int = 60  #: generation length for kind=generation
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.kind not in TASK_KINDS:
+            out.append(f"task.kind={self.kind!r}: allowed {list(TASK_KINDS)}")
+        if not self.eval_sets:
+            out.append(f"task {self.name}: task.eval_sets is empty")
+        for split, kind in self.eval_sets.items():
+            if kind not in SPLIT_KINDS:
+                out.append(f"task.eval_sets.{split}={kind!r}: allowed {list(SPLIT_KINDS)}")
+        if self.train_size <= 0 or self.eval_size <= 0:
+            out.append(f"task.train_size and task.eval_size must be > 0, got {self.train_size}, {self.eval_size}")
+        return out
+
+
+@dataclass
+class MethodConfig:
+    """How the model is adapted. One training loop; methods differ in what trains."""
+
+    name: str = "sft"
+    lr: float = 1e-3
+    epochs: int = 1
+    batch_size: int = 16
+    max_steps: int = -1  #: stop after this many optimiser steps (-1: run every epoch)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.name not in METHODS:
+            out.append(f"method.name={self.name!r}: allowed {list(METHODS)}")
+        if self.lr <= 0:
+            out.append(f"method.lr={self.lr}: must be > 0")
+        if self.epochs <= 0 or self.batch_size <= 0:
+            out.append(f"method.epochs={self.epochs}, method.batch_size={self.batch_size}: must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            out.append(f"method.warmup_ratio={self.warmup_ratio}: allowed [0, 1)")
+        return out
+
+
+@dataclass
+class PromptConfig:
+    """Prompt format used for training and the formats every evaluation is run in."""
+
+    train: str = "default"
+    eval: list[str] = field(default_factory=lambda: ["default"])
+
+    def problems(self) -> list[str]:
+        bad = [f for f in [self.train, *self.eval] if f not in PROMPT_FORMATS]
+        return [f"prompt format {f!r}: allowed {list(PROMPT_FORMATS)}" for f in bad]
+
+
+@dataclass
+class FewshotConfig:
+    """Demonstrations from the train split prepended to each evaluated prompt."""
+
+    k: int = 4  #: before fine-tuning (and for method=base)
+    k_after: int = 0  #: after fine-tuning
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        if self.k < 0 or self.k_after < 0:
+            return [f"fewshot.k={self.k}, fewshot.k_after={self.k_after}: must be >= 0"]
+        return []
+
+
+@dataclass
+class ReplayConfig:
+    """Share of each training batch drawn from pre-training text."""
+
+    rate: float = 0.0
+
+    def problems(self) -> list[str]:
+        if not 0 <= self.rate < 1:
+            return [f"replay.rate={self.rate}: allowed [0, 1)"]
+        return []
+
+
+@dataclass
+class EvalConfig:
+    """What every job measures besides its task's own evaluation sets."""
+
+    batch_size: int = 64
+    probe: bool = True  #: knowledge cloze on world facts (split_kind=probe)
+    pretrain_loss: bool = True  #: LM loss on held-out pre-training text (split_kind=pretrain)
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of the Lightning Trainer."""
+
+    accelerator: str = "cpu"
+    devices: int = 1
+    precision: str = "32-true"
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Where training curves go; `csv` writes metrics.csv in the job directory."""
+
+    kind: str = "csv"
+
+
+@dataclass
+class TrainConfig:
+    """One job: a checkpoint of a model, fine-tuned by a method on a task, evaluated before/after."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    fewshot: FewshotConfig = field(default_factory=FewshotConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [p for group in (self.model, self.task, self.method, self.prompt, self.fewshot,
+                                    self.replay) for p in group.problems()]
+        if self.ckpt.step is not None and self.model.checkpoints and self.ckpt.step not in self.model.checkpoints:
+            problems.append(f"ckpt.step={self.ckpt.step} is not in the {self.model.name} ladder; "
+                            f"available steps: {list(self.model.checkpoints)}")
+        if self.task.eval_only and self.method.name != "base":
+            problems.append(f"task={self.task.name} is evaluation-only; use method=base "
+                            f"(got method={self.method.name})")
+        if problems:
+            raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+    @property
+    def ckpt_step(self) -> int:
+        """The resolved pre-training step: the one asked for, or the ladder's final one."""
+        return self.ckpt.step if self.ckpt.step is not None else self.model.checkpoints[-1]
+
+
+def to_typed(cfg: DictConfig) -> TrainConfig:
+    """Turn a composed config into a `TrainConfig`, raising `ConfigError` with every problem."""
+    return OmegaConf.to_object(cfg)
+
+
+def register() -> None:
+    """Make the root schema available to `conf/train.yaml` as `train_schema`."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def as_dict(obj) -> dict:
+    """A typed config (or any part of it) as plain nested dicts."""
+    return dataclasses.asdict(obj)

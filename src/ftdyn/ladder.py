@@ -1,0 +1,206 @@
+"""The tiny checkpoint ladder: a Llama-architecture LM that ftdyn pre-trains on tinyworld.
+
+Built on first use under `$FTDYN_CACHE/ladders/<model>-<key>/` (default cache `~/.cache/ftdyn`),
+where `key` hashes everything that shapes the ladder, so a changed config builds a new one. The
+directory holds `tokenizer/`, one Hugging Face checkpoint per step (`step<N>/`, safetensors) and
+`manifest.json` with step, tokens seen, held-out LM loss and knowledge-probe accuracy per
+checkpoint. The manifest is written last and atomically: a ladder without it is not finished.
+
+`python -m ftdyn.ladder [overrides]` builds the selected model's ladder, or shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from ftdyn import config as C
+from ftdyn.data import TrainDataModule, encode_text_rows
+from ftdyn.evaluate import choice_logits, lm_loss
+from ftdyn.methods.module import CausalLMModule
+from ftdyn.results import write_json_atomic
+from ftdyn.tasks.prompts import vocabulary_lines
+from ftdyn.world.corpus import corpus
+from ftdyn.world.entities import make_world
+from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS, probe_items
+from ftdyn.world.tokenizer import train_tokenizer
+
+log = logging.getLogger(__name__)
+
+LADDER_VERSION = 1  # bump when the build itself changes (corpus, tokenizer, training)
+TOKENIZER_DOCS = 20_000  # corpus documents the BPE vocabulary is learned from
+GLOSSARY_REPEATS = 20  # how often the prompt and label vocabulary appears in that text
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FTDYN_CACHE", Path.home() / ".cache" / "ftdyn"))
+
+
+def ladder_key(model: C.ModelConfig) -> str:
+    """A hash of everything that shapes the ladder's weights."""
+    spec = {"version": LADDER_VERSION, "arch": C.as_dict(model.arch), "pretrain": C.as_dict(model.pretrain),
+            "checkpoints": list(model.checkpoints), "glossary": vocabulary_lines(_label_words())}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def ladder_dir(model: C.ModelConfig) -> Path:
+    return cache_root() / "ladders" / f"{model.name}-{ladder_key(model)}"
+
+
+def checkpoint_dir(model: C.ModelConfig, step: int) -> Path:
+    """Where the checkpoint of `step` lives; builds the ladder first if needed."""
+    if step not in model.checkpoints:
+        raise KeyError(f"step {step} is not in the {model.name} ladder; available steps: {list(model.checkpoints)}")
+    return ensure(model) / f"step{step}"
+
+
+def ensure(model: C.ModelConfig) -> Path:
+    """The finished ladder directory, building it if it is missing or unfinished."""
+    root = ladder_dir(model)
+    if (root / "manifest.json").exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(root.with_suffix(".lock")):
+        if not (root / "manifest.json").exists():  # another process may have built it meanwhile
+            build(model, root)
+    return root
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _label_words() -> list[str]:
+    return [*NLI_LABELS, *PARA_LABELS]
+
+
+def llama_config(arch: C.ArchConfig, tokenizer) -> LlamaConfig:
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=arch.hidden_size,
+                       intermediate_size=arch.intermediate_size, num_hidden_layers=arch.num_layers,
+                       num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_heads,
+                       max_position_embeddings=arch.max_position, tie_word_embeddings=True,
+                       bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+
+
+class _SaveAtSteps(L.Callback):
+    """Save a Hugging Face checkpoint when the optimiser step count reaches each ladder step."""
+
+    def __init__(self, steps: list[int], root: Path, tokenizer):
+        self.steps, self.root, self.tokenizer = set(steps), root, tokenizer
+        self.tokens: dict[int, int] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step in self.steps and step not in self.tokens:
+            module.model.save_pretrained(self.root / f"step{step}")
+            self.tokenizer.save_pretrained(self.root / f"step{step}")
+            self.tokens[step] = module.tokens_seen
+
+
+def build(model: C.ModelConfig, root: Path) -> None:
+    """Train the tokenizer and the model, save every checkpoint, then write the manifest."""
+    p = model.pretrain
+    started = time.time()
+    if root.exists():
+        shutil.rmtree(root)  # an unfinished earlier build
+    work = root.with_name(root.name + ".building")
+    shutil.rmtree(work, ignore_errors=True)
+    world = make_world(p.world_seed, p.n_people)
+    n_tokens = p.steps * p.batch_size * p.seq_len
+    log.info("building ladder %s: %d steps x %d x %d = %.1fM tokens", root.name, p.steps, p.batch_size,
+             p.seq_len, n_tokens / 1e6)
+    tokenizer = train_tokenizer(corpus(world, p.corpus_seed, TOKENIZER_DOCS)
+                                + vocabulary_lines(_label_words()) * GLOSSARY_REPEATS, model.arch.vocab_size)
+    tokenizer.save_pretrained(work / "tokenizer")
+    rows = _pretrain_rows(world, tokenizer, p, n_rows=p.steps * p.batch_size)
+    heldout = heldout_rows(model, tokenizer)
+    L.seed_everything(p.seed, verbose=False)
+    lm = LlamaForCausalLM(llama_config(model.arch, tokenizer))
+    saver = _SaveAtSteps(model.checkpoints, work, tokenizer)
+    module = CausalLMModule(lm, lr=p.lr, total_steps=p.steps, warmup_steps=p.warmup_steps)
+    trainer = L.Trainer(max_steps=p.steps, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[saver])
+    trainer.fit(module, TrainDataModule(rows, p.batch_size, tokenizer.pad_token_id, seed=p.seed))
+    entries = [_measure(work, step, saver.tokens[step], heldout, tokenizer, world) for step in model.checkpoints]
+    work.rename(root)
+    write_json_atomic(root / "manifest.json", {
+        "model": model.name, "key": ladder_key(model), "config": C.as_dict(model),
+        "params": lm.num_parameters(), "build_seconds": round(time.time() - started, 1), "checkpoints": entries})
+    log.info("ladder %s built in %.0f s", root, time.time() - started)
+
+
+def _pretrain_rows(world, tokenizer, p: C.PretrainConfig, n_rows: int) -> list[dict]:
+    """`n_rows` packed rows of corpus text, every row seen once (one pass over fresh text)."""
+    n_docs = n_rows * p.seq_len // 16  # documents average ~28 tokens; start generous
+    while True:
+        rows = encode_text_rows(tokenizer, corpus(world, p.corpus_seed, n_docs), p.seq_len)
+        if len(rows) >= n_rows:
+            return rows[:n_rows]
+        n_docs *= 2
+
+
+def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer, world) -> dict:
+    model = LlamaForCausalLM.from_pretrained(root / f"step{step}")
+    items = probe_items(world)
+    logits = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items])
+    correct = [int(l.argmax()) == i["choices"].index(i["label"]) for l, i in zip(logits, items)]
+    return {"step": step, "tokens": tokens, "path": f"step{step}",
+            "heldout_loss": round(lm_loss(model, heldout, tokenizer.pad_token_id), 4),
+            "probe_acc": round(sum(correct) / len(correct), 4)}
+
+
+def load_checkpoint(model: C.ModelConfig, step: int):
+    """The model and tokenizer of one checkpoint of the ladder."""
+    if model.source != "ladder":
+        raise NotImplementedError(f"model.source={model.source!r}: only ftdyn-built ladders load so far")
+    path = checkpoint_dir(model, step)
+    return LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+
+
+def heldout_rows(model: C.ModelConfig, tokenizer) -> list[dict]:
+    """Held-out pre-training text as packed LM rows: a document stream the build never trained on."""
+    p = model.pretrain
+    world = make_world(p.world_seed, p.n_people)
+    return encode_text_rows(tokenizer, corpus(world, p.corpus_seed + 10_000, p.heldout_docs), p.seq_len)
+
+
+def manifest(model: C.ModelConfig) -> dict:
+    return json.loads((ensure(model) / "manifest.json").read_text())
+
+
+def main(argv: list[str]) -> None:
+    """Build (if needed) and show the ladder of the model selected by Hydra overrides."""
+    from ftdyn.train import compose_config, quiet_libraries
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()
+    cfg = C.to_typed(compose_config(argv))
+    info = manifest(cfg.model)
+    print(f"ladder {ladder_dir(cfg.model)} ({info['params']:,} parameters, built in {info['build_seconds']} s)")
+    print(f"{'step':>6} {'tokens':>10} {'heldout_loss':>13} {'probe_acc':>10}")
+    for e in info["checkpoints"]:
+        print(f"{e['step']:>6} {e['tokens']:>10} {e['heldout_loss']:>13.4f} {e['probe_acc']:>10.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

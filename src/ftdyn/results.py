@@ -1,0 +1,70 @@
+"""Result rows, run keys, done markers and atomic writes (the results contract, DESIGN.md).
+
+A job directory holds `config.yaml` (the resolved config), `results.jsonl` (one JSON object per
+row) and, written last, `done`. Every file is written to a temporary name and renamed, so a
+reader never sees half a file and a failed job never looks done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ftdyn import config as C
+
+# Config groups that change where and how a run is logged, never what it computes.
+NOT_IN_KEY = ("logger",)
+
+
+def run_key(cfg: C.TrainConfig) -> str:
+    """A stable hash of the resolved config without paths and logging settings."""
+    spec = {k: v for k, v in C.as_dict(cfg).items() if k not in NOT_IN_KEY}
+    spec["ckpt"] = {"step": cfg.ckpt_step}  # ckpt=final and ckpt.step=<final> are the same run
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_facts(cfg: C.TrainConfig, key: str) -> dict:
+    """The columns every row of a run carries."""
+    return {"run_key": key, "model": cfg.model.name, "ckpt_step": cfg.ckpt_step, "task": cfg.task.name,
+            "method": cfg.method.name, "lora_rank": None, "replay_rate": cfg.replay.rate,
+            "seed": cfg.seed}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_rows(job_dir: Path, rows: list[dict]) -> Path:
+    path = job_dir / "results.jsonl"
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def mark_done(job_dir: Path, key: str) -> None:
+    write_json_atomic(job_dir / "done", {"run_key": key})
+
+
+def is_done(job_dir: Path) -> bool:
+    return (job_dir / "done").exists()
+
+
+def read_rows(paths: list[Path]) -> list[dict]:
+    return [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.strip()]

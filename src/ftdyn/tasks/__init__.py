@@ -1,0 +1,74 @@
+"""Task registry: a task config names where examples come from; this turns it into splits.
+
+`load(task_cfg, world)` returns a `TaskData`: the train and validation examples and every
+evaluation set with its split kind. Prompts are rendered per format (`ftdyn.tasks.prompts`);
+few-shot demonstrations come from the train split only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from ftdyn import config as C
+from ftdyn.tasks.prompts import render, target
+from ftdyn.world.entities import World
+from ftdyn.world.tasks import example_key, generate
+
+SOURCES = ("tinyworld",)
+
+
+@dataclasses.dataclass
+class EvalSet:
+    name: str
+    split_kind: str
+    examples: list[dict]
+
+
+@dataclasses.dataclass
+class TaskData:
+    cfg: C.TaskConfig
+    train: list[dict]
+    validation: list[dict]
+    eval_sets: list[EvalSet]
+
+    def choices(self, example: dict) -> list[str]:
+        """The candidate answers of a classification example: its own, or the task's label words."""
+        return list(example.get("choices") or self.cfg.label_words)
+
+    def prompt(self, example: dict, fmt: str, demos: str = "") -> str:
+        return demos + render(self.cfg.family, fmt, example)
+
+    def target(self, example: dict) -> str:
+        return target(self.cfg.family, example)
+
+
+def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
+    """Every split of a task; evaluation sets never repeat a train example."""
+    if cfg.source not in SOURCES:
+        raise KeyError(f"task {cfg.name}: task.source={cfg.source!r} is not available; allowed: {list(SOURCES)}")
+    train = [] if cfg.eval_only else generate(world, cfg.name, "train", cfg.train_size, seed)
+    seen = {example_key(e) for e in train}
+    validation = [] if cfg.eval_only else generate(world, cfg.name, "validation", cfg.eval_size, seed, seen)
+    seen |= {example_key(e) for e in validation}
+    eval_sets = []
+    for split, kind in cfg.eval_sets.items():
+        examples = generate(world, cfg.name, split, cfg.eval_size, seed, seen)
+        if not examples:
+            raise ValueError(f"task {cfg.name}: evaluation set {split!r} is empty after removing train examples")
+        eval_sets.append(EvalSet(split, kind, examples))
+    return TaskData(cfg, train, validation, eval_sets)
+
+
+def demonstrations(task: TaskData, k: int, seed: int, fmt: str) -> str:
+    """k train examples rendered as prompt + answer lines, to prepend to every evaluated prompt.
+
+    Drawn from the train split, which shares no example with any evaluation set (`load`).
+    """
+    if k == 0:
+        return ""
+    pool = task.train
+    if len(pool) < k:
+        raise ValueError(f"fewshot.k={k} but task {task.cfg.name} has only {len(pool)} train examples")
+    demos = random.Random(seed).sample(pool, k)
+    return "".join(f"{task.prompt(d, fmt).rstrip()} {task.target(d)}\n" for d in demos)

@@ -1,0 +1,54 @@
+"""Prompt formats per task family: Amuro & Char's default, IO and instruct formats.
+
+Templates follow seed-methods.md §1.2 (v5 Table 5 and the authors' code), including the curly
+apostrophe of the paraphrase instruct format. The completion (label word or target text) is
+appended after the prompt by `ftdyn.data.encode_pair`.
+"""
+
+from __future__ import annotations
+
+FORMATS: dict[str, dict[str, str]] = {
+    "nli": {
+        "default": "### Input_1: {premise}\n ### Input_2: {hypothesis}\n ### Inference: ",
+        "io": "{premise} {hypothesis}",
+        "instruct": "Consider the following texts: Text 1: {premise} Text 2: {hypothesis} The relation is ",
+    },
+    "para": {
+        "default": "### Input_1: {sentence1}\n ### Input_2: {sentence2}\n ### Paraphrase Classification: ",
+        "io": "{sentence1} {sentence2}",
+        "instruct": ("Let\u2019s compare the two sentences: Sentence_1: {sentence1} Sentence_2: {sentence2} "
+                     "Are they paraphrasing?: "),
+    },
+    "summ": {
+        "default": "### Input: {document}\n ### Summary: ",
+        "io": "{document}",
+        "instruct": "Please read the following text: {document} Provide a summary: ",
+    },
+    # The knowledge probe is a cloze in the corpus's own words: every format is the bare prompt.
+    "probe": {"default": "{prompt}", "io": "{prompt}", "instruct": "{prompt}"},
+}
+
+# Where each family keeps its answer.
+TARGET_FIELD = {"nli": "label", "para": "label", "summ": "summary", "probe": "label"}
+
+
+def render(family: str, fmt: str, example: dict) -> str:
+    """The prompt of `example` in format `fmt` of `family`."""
+    try:
+        template = FORMATS[family][fmt]
+    except KeyError:
+        raise KeyError(f"no prompt format {fmt!r} for task family {family!r}; "
+                       f"families: {sorted(FORMATS)}, formats: default, io, instruct") from None
+    return template.format(**example)
+
+
+def target(family: str, example: dict) -> str:
+    """The completion the model is trained to produce for `example`."""
+    return example[TARGET_FIELD[family]]
+
+
+def vocabulary_lines(label_words: list[str]) -> list[str]:
+    """Text a tokenizer should see so prompt words and label words get tokens of their own."""
+    words = " ".join(label_words)
+    lines = [t.replace("{", "").replace("}", "") for family in FORMATS.values() for t in family.values()]
+    return [f"{line} {words}" for line in lines]

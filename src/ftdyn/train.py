@@ -1,0 +1,94 @@
+"""One job, top to bottom: load a checkpoint, evaluate, fine-tune, evaluate again, write rows.
+
+    python -m ftdyn.train                                   # final tiny checkpoint, syn_nli, sft
+    python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para   # one job per checkpoint x task
+
+Tests call `train(cfg, job_dir)` directly with a config from `compose_config`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ftdyn import config as C
+from ftdyn import ladder, results, tasks
+from ftdyn.evaluate import evaluate_stage
+from ftdyn.methods import fit
+from ftdyn.world.entities import make_world
+
+log = logging.getLogger(__name__)
+
+
+def _conf_dir() -> Path:
+    """`conf/` inside an installed wheel, else the repository's `conf/` beside `src/`."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+CONF_DIR = _conf_dir()
+C.register()
+
+
+def quiet_libraries() -> None:
+    """Keep job logs to what matters: no per-load progress bars or accelerator banners."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The composed root config for `overrides`, as `python -m ftdyn.train` would build it."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides or []))
+
+
+def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
+    """Run one job and return its result rows' metrics as `stage/eval_set/metric` -> value."""
+    run = cfg if isinstance(cfg, C.TrainConfig) else C.to_typed(cfg)
+    key = results.run_key(run)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run)))
+    started = time.time()
+    L.seed_everything(run.seed, verbose=False)
+
+    model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
+    world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
+    task = tasks.load(run.task, world, seed=run.seed)
+    measure = dict(run=run, task=task, tokenizer=tokenizer, world=world,
+                   heldout=ladder.heldout_rows(run.model, tokenizer))
+
+    rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure)
+    facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
+    if run.method.name != "base":
+        facts = fit(model, tokenizer, task, run, job_dir)
+        rows += evaluate_stage(model, stage="after", k=run.fewshot.k_after, **measure)
+    facts["wall_s"] = round(time.time() - started, 2)
+    rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
+              "metric": name, "value": value} for name, value in facts.items()]
+
+    base = results.run_facts(run, key)
+    results.write_rows(job_dir, [{**base, **row} for row in rows])
+    results.mark_done(job_dir, key)
+    log.info("job %s done in %.1f s: %s", key, time.time() - started, job_dir)
+    return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

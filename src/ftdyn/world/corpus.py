@@ -1,0 +1,75 @@
+"""The tinyworld pre-training corpus: English-like documents about one fixed world.
+
+Four kinds of document, mixed at fixed odds: a profile (facts about one person in varied
+phrasings), a narrative (two people meet; their facts are restated in passing), rules (what
+people of a job do) and events (two-person sentences, each with its rewrite). Deterministic:
+the same world and seed give the same documents.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from ftdyn.world.entities import JOB_RULES, OBJECTS, World
+from ftdyn.world.templates import EVENTS, FACT
+
+
+def fact_sentence(rng: random.Random, person: str, attribute: str, value: str,
+                  templates: tuple[int, ...] | None = None) -> str:
+    """One statement of one fact, in a random phrasing (from `templates` if given)."""
+    options = FACT[attribute]
+    index = rng.choice(templates) if templates is not None else rng.randrange(len(options))
+    return options[index].format(p=person, v=value)
+
+
+def _profile(rng: random.Random, world: World) -> str:
+    person = rng.choice(world.people)
+    facts = list(world.facts[person].items())
+    rng.shuffle(facts)
+    return " ".join(fact_sentence(rng, person, a, v) for a, v in facts)
+
+
+def _narrative(rng: random.Random, world: World) -> str:
+    a, b = rng.sample(world.people, 2)
+    fa, fb = world.facts[a], world.facts[b]
+    return (f"One day, {a} left {fa['city']} to see {b}. {b} lives in {fb['city']}. "
+            f"{a} brought the {fa['pet']}. {b} is a {fb['job']}, and {a} is a {fa['job']}. "
+            f"In the evening {a} went back to {fa['city']}.")
+
+
+def _rules(rng: random.Random, world: World) -> str:
+    person = rng.choice(world.people)
+    job = world.facts[person]["job"]
+    other = rng.choice(sorted(JOB_RULES))
+    return (f"Every {job} {JOB_RULES[job]}. {person} is a {job}, so {person} {JOB_RULES[job]}. "
+            f"Every {other} {JOB_RULES[other]}.")
+
+
+def _events(rng: random.Random, world: World) -> str:
+    sentences = []
+    for _ in range(2):
+        a, b = rng.sample(world.people, 2)
+        event = rng.randrange(len(EVENTS))
+        plain = EVENTS[event][0]
+        rewrite = EVENTS[event][1]
+        fill = dict(a=a, b=b, o=rng.choice(OBJECTS), c=world.facts[a]["city"])
+        sentences.append(f"{plain.format(**fill)} In other words, {rewrite.format(**fill)}")
+    return " ".join(sentences)
+
+
+DOCUMENT_KINDS = ((_profile, 0.5), (_narrative, 0.2), (_rules, 0.1), (_events, 0.2))
+
+
+def documents(world: World, seed: int) -> Iterator[str]:
+    """An endless, seeded stream of documents about `world`."""
+    rng = random.Random(seed)
+    makers, weights = zip(*DOCUMENT_KINDS)
+    while True:
+        yield rng.choices(makers, weights)[0](rng, world)
+
+
+def corpus(world: World, seed: int, n_docs: int) -> list[str]:
+    """The first `n_docs` documents of the stream for `seed`."""
+    stream = documents(world, seed)
+    return [next(stream) for _ in range(n_docs)]
