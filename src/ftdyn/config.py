@@ -251,8 +251,11 @@ def to_typed(cfg: DictConfig) -> TrainConfig:
 
 
 def register() -> None:
-    """Make the root schema available to `conf/train.yaml` as `train_schema`."""
+    """Make the root schema available to `conf/train.yaml` as `train_schema`, and the
+    `ftdyn.join` resolver that turns a list into a sweep's comma list (`conf/ckpt/range.yaml`)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("ftdyn.join"):
+        OmegaConf.register_new_resolver("ftdyn.join", lambda items: ",".join(str(i) for i in items))
 
 
 def as_dict(obj) -> dict:

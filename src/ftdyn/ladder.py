@@ -39,7 +39,7 @@ from ftdyn.world.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 
-LADDER_VERSION = 1  # bump when the build itself changes (corpus, tokenizer, training)
+LADDER_VERSION = 3  # bump when the build itself changes (corpus, tokenizer, training)
 TOKENIZER_DOCS = 20_000  # corpus documents the BPE vocabulary is learned from
 GLOSSARY_REPEATS = 20  # how often the prompt and label vocabulary appears in that text
 

@@ -1,9 +1,14 @@
 """The tinyworld pre-training corpus: English-like documents about one fixed world.
 
-Four kinds of document, mixed at fixed odds: a profile (facts about one person in varied
+Five kinds of document, mixed at fixed odds: a profile (facts about one person in varied
 phrasings), a narrative (two people meet; their facts are restated in passing), rules (what
-people of a job do) and events (two-person sentences, each with its rewrite). Deterministic:
-the same world and seed give the same documents.
+people of a job do), events (two-person sentences, each with its rewrite) and quizzes (a fact,
+about a story character, then whether a claim about them holds: yes, no, or not said). Quizzes
+play the part of the question-answer text of real corpora. Their characters get random
+attributes in every quiz, so they can only be answered by checking the claim against the
+context, never from memory: pre-training slowly learns that in-context skill, which the NLI task
+builds on. Statements about the world's people are always true. Deterministic: the same world and seed give the same
+documents.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from ftdyn.world.entities import JOB_RULES, OBJECTS, World
+from ftdyn.world.entities import ATTRIBUTES, JOB_RULES, OBJECTS, STORY_PEOPLE, VALUES, World
 from ftdyn.world.templates import EVENTS, FACT
 
 
@@ -58,7 +63,22 @@ def _events(rng: random.Random, world: World) -> str:
     return " ".join(sentences)
 
 
-DOCUMENT_KINDS = ((_profile, 0.5), (_narrative, 0.2), (_rules, 0.1), (_events, 0.2))
+def _quiz(rng: random.Random, world: World) -> str:
+    person = rng.choice(STORY_PEOPLE)
+    stated = rng.choice(ATTRIBUTES)
+    told = rng.choice(VALUES[stated])
+    answer = rng.choice(("Yes.", "No.", "Not said."))
+    attribute, value = stated, told
+    if answer == "No.":
+        value = rng.choice([v for v in VALUES[stated] if v != told])
+    elif answer == "Not said.":
+        attribute = rng.choice([a for a in ATTRIBUTES if a != stated])
+        value = rng.choice(VALUES[attribute])
+    claim = fact_sentence(rng, person, attribute, value).rstrip(".")
+    return f"In a story, {fact_sentence(rng, person, stated, told)} Is it true that {claim}? {answer}"
+
+
+DOCUMENT_KINDS = ((_profile, 0.4), (_narrative, 0.15), (_rules, 0.1), (_events, 0.15), (_quiz, 0.2))
 
 
 def documents(world: World, seed: int) -> Iterator[str]:

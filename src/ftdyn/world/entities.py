@@ -17,6 +17,11 @@ PEOPLE = ("Alice", "Bruno", "Clara", "Daniel", "Elena", "Felix", "Grace", "Hugo"
 UNSEEN_PEOPLE = ("Uma", "Victor", "Wendy", "Xavier", "Yusuf", "Zoe", "Ansel", "Bianca",
                  "Cyrus", "Delia", "Emil", "Fiona")
 
+# Characters of the corpus's quiz stories only: they get random attributes in every story, so a
+# quiz about them can only be answered from its own context (never from memorised facts).
+STORY_PEOPLE = ("Abel", "Beth", "Cleo", "Dario", "Edith", "Fabio", "Gina", "Hector", "Ines", "Jasper",
+                "Kira", "Lucas")
+
 # attribute -> candidate values
 VALUES = {
     "city": ("Paris", "Berlin", "Cairo", "Dublin", "Lima", "Madrid", "Oslo", "Rome", "Tokyo",

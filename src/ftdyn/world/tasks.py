@@ -1,9 +1,16 @@
-"""Synthetic tasks grounded in the tinyworld world.
+"""Synthetic tasks in the tinyworld language.
 
 Every task has the splits `train`, `validation`, `test` (in-domain) and two out-of-domain sets:
 `ood_templates` (phrasings the task never trains on but the pre-training corpus uses) and
 `ood_entities` (people the corpus never mentions). Evaluation splits never repeat an example
 of the train split. Examples are plain dicts whose fields the prompt formats name.
+
+NLI premises and summary documents state *random* attributes of the world's people, not their
+true ones: the task is decided by the text alone (world knowledge is no shortcut: with true
+facts, "entailment" hypotheses were true facts and "contradiction" ones false), and the space
+of examples is large enough that every split keeps balanced labels after removing train
+examples. What pre-training contributes is the language: names, phrasings and their synonymy.
+World knowledge itself is measured by the probe.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Callable
 
 from ftdyn.world.corpus import fact_sentence
 from ftdyn.world.entities import ATTRIBUTES, OBJECTS, UNSEEN_PEOPLE, VALUES, World, random_person_facts
-from ftdyn.world.templates import CLOZE, EVENTS, EVENTS_TASK_TRAIN, SUMMARY, TASK_HELD_OUT, TASK_TRAIN
+from ftdyn.world.templates import CLOZE, EVENTS, EVENTS_TASK_TRAIN, FACT, SUMMARY, TASK_HELD_OUT, TASK_TRAIN
 
 SPLITS = ("train", "validation", "test", "ood_templates", "ood_entities")
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -33,10 +40,9 @@ class _Draw:
         self.world = world
 
     def person(self) -> tuple[str, dict[str, str]]:
-        if self.unseen:
-            return self.rng.choice(UNSEEN_PEOPLE), random_person_facts(self.rng)
-        name = self.rng.choice(self.world.people)
-        return name, self.world.facts[name]
+        """A person (known, or unseen for `ood_entities`) with random attributes."""
+        pool = UNSEEN_PEOPLE if self.unseen else self.world.people
+        return self.rng.choice(pool), random_person_facts(self.rng)
 
     def pair(self) -> tuple[str, str]:
         pool = UNSEEN_PEOPLE if self.unseen else self.world.people
@@ -47,28 +53,30 @@ class _Draw:
         return fact_sentence(self.rng, person, attribute, value, self.templates)
 
 
-def _nli(d: _Draw) -> dict:
+def _nli(d: _Draw, label: str) -> dict:
+    """One stated fact; the hypothesis restates it, changes its value, or states another attribute.
+
+    The hypothesis uses the premise's phrasing index, so matching phrasings line up; held-out
+    phrasings (`ood_templates`) test whether that transfers.
+    """
     person, facts = d.person()
-    stated = d.rng.sample(ATTRIBUTES, d.rng.choice((1, 2)))
-    premise = " ".join(d.fact(person, a, facts[a]) for a in stated)
-    label = d.rng.choice(NLI_LABELS)
+    stated = d.rng.choice(ATTRIBUTES)
+    phrasing = d.rng.choice(d.templates)
+    attribute, value = stated, facts[stated]
     if label == "neutral":
-        attribute = d.rng.choice([a for a in ATTRIBUTES if a not in stated])
+        attribute = d.rng.choice([a for a in ATTRIBUTES if a != stated])
         value = d.rng.choice(VALUES[attribute])
-    else:
-        attribute = d.rng.choice(stated)
-        value = facts[attribute]
-        if label == "contradiction":
-            value = d.rng.choice([v for v in VALUES[attribute] if v != value])
-    return {"premise": premise, "hypothesis": d.fact(person, attribute, value), "label": label}
+    elif label == "contradiction":
+        value = d.rng.choice([v for v in VALUES[stated] if v != value])
+    return {"premise": FACT[stated][phrasing].format(p=person, v=facts[stated]),
+            "hypothesis": FACT[attribute][phrasing].format(p=person, v=value), "label": label}
 
 
-def _para(d: _Draw) -> dict:
+def _para(d: _Draw, label: str) -> dict:
     a, b = d.pair()
     plain, rewrite = EVENTS[d.rng.choice(d.events)]
     fill = dict(a=a, b=b, o=d.rng.choice(OBJECTS), c=d.rng.choice(VALUES["city"]))
     first = plain.format(**fill)
-    label = d.rng.choice(PARA_LABELS)
     if label == "yes":
         second = rewrite.format(**fill)
     elif d.rng.random() < 0.7:  # PAWS-style: same words, roles swapped
@@ -83,7 +91,7 @@ def _para(d: _Draw) -> dict:
     return {"sentence1": first, "sentence2": second, "label": label}
 
 
-def _summ(d: _Draw) -> dict:
+def _summ(d: _Draw, label: None) -> dict:
     person, facts = d.person()
     order = list(ATTRIBUTES)
     d.rng.shuffle(order)
@@ -97,7 +105,9 @@ def probe_items(world: World) -> list[dict]:
             for p in world.people for a in ATTRIBUTES]
 
 
-GENERATORS: dict[str, Callable[[_Draw], dict]] = {"syn_nli": _nli, "syn_para": _para, "syn_summ": _summ}
+GENERATORS: dict[str, Callable[[_Draw, str | None], dict]] = {"syn_nli": _nli, "syn_para": _para, "syn_summ": _summ}
+LABELS: dict[str, tuple[str, ...] | tuple[None]] = {"syn_nli": NLI_LABELS, "syn_para": PARA_LABELS, "syn_summ": (None,)}
+MAX_TRIES = 200  # draws per example before a label's space counts as used up
 
 
 def _seed(*parts: object) -> int:
@@ -106,7 +116,11 @@ def _seed(*parts: object) -> int:
 
 def generate(world: World, task: str, split: str, n: int, seed: int = 0,
              exclude: set[str] | None = None) -> list[dict]:
-    """`n` examples of `task`'s `split`, skipping any whose text is in `exclude`."""
+    """`n` examples of `task`'s `split`, labels in equal shares, none whose key is in `exclude`.
+
+    Labels take turns, and each example is drawn until it is new, so removing train examples
+    from an evaluation split never shifts its label balance.
+    """
     if task == "syn_probe":
         return probe_items(world)[:n]
     if task not in GENERATORS:
@@ -114,15 +128,19 @@ def generate(world: World, task: str, split: str, n: int, seed: int = 0,
     if split not in SPLITS:
         raise KeyError(f"task {task}: unknown split {split!r}; allowed: {list(SPLITS)}")
     draw = _Draw(world, split, random.Random(_seed(world.seed, task, split, seed)))
+    labels = LABELS[task]
     examples, seen = [], set(exclude or ())
-    for _ in range(50 * n):
-        example = GENERATORS[task](draw)
-        key = example_key(example)
-        if key not in seen:
-            seen.add(key)
-            examples.append(example)
-            if len(examples) == n:
+    for i in range(n):
+        for _ in range(MAX_TRIES):
+            example = GENERATORS[task](draw, labels[i % len(labels)])
+            if example_key(example) not in seen:
                 break
+        else:
+            raise ValueError(f"task {task}, split {split}: no new example with label {labels[i % len(labels)]!r} "
+                             f"after {i} examples; the world has too few for n={n} (lower task.train_size "
+                             "or task.eval_size)")
+        seen.add(example_key(example))
+        examples.append(example)
     return examples
 
 

@@ -1,0 +1,79 @@
+"""Every option of every config group composes; bad keys and values fail, naming them."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from ftdyn import config as C
+from ftdyn.train import CONF_DIR, compose_config
+
+GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONF_DIR.iterdir() if group.is_dir()
+                       for option in group.glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    groups = {g for g, _ in GROUP_OPTIONS}
+    assert {"model", "ckpt", "task", "method", "prompt", "replay", "trainer", "logger"} <= groups
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_option_composes_into_the_typed_schema(group, option):
+    overrides = [f"{group}={option}"]
+    if group == "task" and option == "syn_probe":
+        overrides.append("method=base")  # the probe is evaluation-only
+    run = C.to_typed(compose_config(overrides))
+    assert isinstance(run, C.TrainConfig)
+    if group in ("model", "task", "method"):
+        assert getattr(run, group).name == option
+
+
+def test_defaults_are_the_documented_default_job():
+    run = C.to_typed(compose_config())
+    assert (run.model.name, run.task.name, run.method.name) == ("tiny", "syn_nli", "sft")
+    assert run.ckpt.step is None and run.ckpt_step == run.model.checkpoints[-1]
+    assert len(run.model.checkpoints) >= 6
+
+
+def test_unknown_key_fails_naming_it():
+    with pytest.raises((ConfigKeyError, ConfigAttributeError)) as err:
+        compose_config(["method.rnak=4"])
+    assert "rnak" in str(err.value)
+
+
+def test_value_of_wrong_type_fails_naming_the_key():
+    with pytest.raises(ValidationError) as err:
+        compose_config(["method.lr=fast"])
+    assert "method.lr" in str(err.value) and "fast" in str(err.value)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("replay.rate=1.5", "replay.rate=1.5: allowed [0, 1)"),
+    ("replay.rate=-0.1", "replay.rate=-0.1: allowed [0, 1)"),
+    ("method.lr=-1e-3", "method.lr=-0.001: must be > 0"),
+    ("fewshot.k=-1", "fewshot.k=-1"),
+    ("method.name=dpo", "method.name='dpo': allowed ['base', 'sft']"),
+    ("prompt.train=chat", "prompt format 'chat': allowed ['default', 'io', 'instruct']"),
+    ("ckpt.step=7", "ckpt.step=7 is not in the tiny ladder; available steps: [20, 40, 80, 160, 320, 600]"),
+    ("task=syn_probe", "task=syn_probe is evaluation-only; use method=base"),
+])
+def test_bad_value_fails_with_the_key_and_what_is_allowed(override, message):
+    cfg = compose_config([override])
+    with pytest.raises(C.ConfigError) as err:
+        C.to_typed(cfg)
+    assert message in str(err.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(C.ConfigError) as err:
+        C.to_typed(compose_config(["replay.rate=2", "method.lr=0"]))
+    assert "replay.rate" in str(err.value) and "method.lr" in str(err.value)
+
+
+def test_range_sweeps_the_selected_models_checkpoints():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["ckpt=range", "model=micro"], return_hydra_config=True)
+    assert OmegaConf.select(cfg, "hydra.sweeper.params")["ckpt.step"] == "5,10,20,40"
+    assert cfg.ckpt.step is None

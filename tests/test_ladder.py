@@ -1,0 +1,60 @@
+"""The ladder builds, learns, caches by config, and loads as Hugging Face checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from ftdyn import config as C
+from ftdyn import ladder
+from ftdyn.train import compose_config
+
+
+def test_every_checkpoint_is_a_loadable_hf_checkpoint(micro_ladder, micro_model_cfg):
+    manifest = json.loads((micro_ladder / "manifest.json").read_text())
+    assert [e["step"] for e in manifest["checkpoints"]] == micro_model_cfg.checkpoints
+    for entry in manifest["checkpoints"]:
+        path = micro_ladder / entry["path"]
+        assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+        model, tokenizer = ladder.load_checkpoint(micro_model_cfg, entry["step"])
+        assert isinstance(model, LlamaForCausalLM)
+        assert model.config.num_hidden_layers == 2 and model.config.hidden_size <= 64
+        assert tokenizer.eos_token_id is not None
+
+
+def test_manifest_records_tokens_and_a_falling_heldout_loss(micro_ladder, micro_model_cfg):
+    entries = json.loads((micro_ladder / "manifest.json").read_text())["checkpoints"]
+    p = micro_model_cfg.pretrain
+    assert [e["tokens"] for e in entries] == [s * p.batch_size * p.seq_len for s in micro_model_cfg.checkpoints]
+    losses = [e["heldout_loss"] for e in entries]
+    assert losses == sorted(losses, reverse=True) and losses[0] - losses[-1] > 0.5
+    assert all(0 <= e["probe_acc"] <= 1 for e in entries)
+
+
+def test_checkpoints_differ_from_each_other(micro_model_cfg):
+    first, _ = ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[0])
+    last, _ = ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
+    assert not torch.equal(first.model.embed_tokens.weight, last.model.embed_tokens.weight)
+
+
+def test_a_changed_config_is_a_different_ladder(micro_model_cfg):
+    other = C.to_typed(compose_config(["model=micro", "model.pretrain.lr=1e-3"])).model
+    assert ladder.ladder_dir(other) != ladder.ladder_dir(micro_model_cfg)
+    same = C.to_typed(compose_config(["model=micro"])).model
+    assert ladder.ladder_dir(same) == ladder.ladder_dir(micro_model_cfg)
+
+
+def test_a_step_outside_the_ladder_lists_the_available_ones(micro_model_cfg):
+    with pytest.raises(KeyError, match=r"step 7 is not in the micro ladder; available steps: \[5, 10, 20, 40\]"):
+        ladder.checkpoint_dir(micro_model_cfg, 7)
+
+
+def test_an_unfinished_build_is_rebuilt(micro_ladder, micro_model_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("FTDYN_CACHE", str(tmp_path))
+    root = ladder.ladder_dir(micro_model_cfg)
+    (root / "step5").mkdir(parents=True)  # a build that died before its manifest
+    assert ladder.ensure(micro_model_cfg) == root
+    assert (root / "manifest.json").exists() and (root / "step40" / "model.safetensors").exists()

@@ -1,0 +1,81 @@
+"""One real job end to end on the micro ladder: rows, files, and SFT that teaches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import MICRO, PYTHON, REPO
+from ftdyn import config as C
+from ftdyn import results
+from ftdyn.train import compose_config, train
+
+CONTRACT = ["run_key", "model", "ckpt_step", "task", "method", "lora_rank", "replay_rate", "prompt", "seed",
+            "eval_set", "split_kind", "stage", "metric", "value"]
+# Enough SFT for the micro model to learn syn_para: 3 epochs x 600 / 8 = 225 steps.
+LEARNS = ["task=syn_para", "task.train_size=600", "method.batch_size=8", "method.epochs=3", "method.lr=3e-3"]
+
+
+@pytest.fixture(scope="module")
+def job(micro_ladder, tmp_path_factory):
+    job_dir = tmp_path_factory.mktemp("job")
+    metrics = train(compose_config(MICRO + LEARNS), job_dir)
+    rows = [json.loads(line) for line in (job_dir / "results.jsonl").read_text().splitlines()]
+    return job_dir, metrics, rows
+
+
+def test_job_writes_config_rows_and_done_marker(job):
+    job_dir, _, rows = job
+    assert (job_dir / "config.yaml").is_file() and (job_dir / "done").is_file()
+    saved = yaml.safe_load((job_dir / "config.yaml").read_text())
+    assert saved["task"]["name"] == "syn_para" and saved["model"]["name"] == "micro"
+    assert json.loads((job_dir / "done").read_text())["run_key"] == rows[0]["run_key"]
+    assert all(list(r)[:len(CONTRACT)] == CONTRACT or set(CONTRACT) <= set(r) for r in rows)
+
+
+def test_rows_cover_every_stage_split_kind_and_run_fact(job):
+    _, _, rows = job
+    seen = {(r["stage"], r["split_kind"], r["eval_set"], r["metric"]) for r in rows}
+    for stage in ("before", "after"):
+        assert (stage, "in_domain", "test", "acc") in seen
+        assert (stage, "out_of_domain", "ood_templates", "acc") in seen
+        assert (stage, "out_of_domain", "ood_entities", "acc") in seen
+        assert (stage, "probe", "world_facts", "acc") in seen
+        assert (stage, "pretrain", "tinyworld_heldout", "pretrain_loss") in seen
+    facts = {r["metric"]: r["value"] for r in rows if r["stage"] == "run"}
+    assert set(facts) == {"trainable_params", "train_steps", "train_tokens", "wall_s"}
+    assert facts["train_steps"] == 3 * 600 // 8
+    assert facts["trainable_params"] > 0 and facts["train_tokens"] > 0
+    assert {r["run_key"] for r in rows} == {rows[0]["run_key"]}
+    assert all(r["ckpt_step"] == 40 and r["method"] == "sft" and r["lora_rank"] is None for r in rows)
+
+
+def test_sft_lifts_in_domain_accuracy(job):
+    _, metrics, _ = job
+    assert metrics["after/test/acc"] > metrics["before/test/acc"] + 0.1
+
+
+def test_rows_pass_the_shared_results_checker(job):
+    checker = REPO.parent / "shared" / "tools" / "check-results"
+    if not checker.exists():
+        pytest.skip("shared/tools/check-results is not beside this checkout")
+    out = subprocess.run([PYTHON, str(checker), str(job[0])], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
+def test_run_key_ignores_logging_and_tells_experiments_apart():
+    key = results.run_key(C.to_typed(compose_config(MICRO)))
+    assert key == results.run_key(C.to_typed(compose_config(MICRO + ["logger=csv"])))
+    assert key == results.run_key(C.to_typed(compose_config(MICRO + ["ckpt.step=40"])))  # = final
+    assert key != results.run_key(C.to_typed(compose_config(MICRO + ["ckpt.step=20"])))
+    assert key != results.run_key(C.to_typed(compose_config(MICRO + ["seed=1"])))
+
+
+def test_base_method_evaluates_without_training(micro_ladder, tmp_path):
+    metrics = train(compose_config(MICRO + ["method=base", "task=syn_probe"]), tmp_path)
+    assert not any(k.startswith("after/") for k in metrics)
+    assert metrics["run/run/train_steps"] == 0
+    assert metrics["before/test/acc"] == metrics["before/world_facts/acc"]  # the probe is the world's facts
