@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 
 import pytest
 
@@ -51,17 +52,23 @@ def test_labels_stay_balanced_in_every_split(task, labels):
         assert min(counts.values()) >= 0.6 * 300 / len(labels), (split, counts)
 
 
+def _phrasing(sentence: str) -> int:
+    """Which phrasing index of FACT a one-fact sentence uses."""
+    for templates in FACT.values():
+        for index, template in enumerate(templates):
+            pattern = re.escape(template).replace(r"\{p\}", r"\w+").replace(r"\{v\}", r"\w+")
+            if re.fullmatch(pattern, sentence):
+                return index
+    raise AssertionError(f"no phrasing matches {sentence!r}")
+
+
 def test_out_of_domain_sets_use_unseen_people_and_held_out_phrasings():
     world = make_world(0)
     for e in generate(world, "syn_nli", "ood_entities", 200):
-        assert e["premise"].split()[0] in UNSEEN_PEOPLE or any(n in e["premise"] for n in UNSEEN_PEOPLE)
-        assert not any(p in e["premise"] for p in PEOPLE)
-    held_out = [FACT[a][i].split("{v}")[0].format(p="") for a in FACT for i in TASK_HELD_OUT]
-    trained = [FACT[a][i].split("{v}")[0].format(p="") for a in FACT for i in TASK_TRAIN]
-    for e in generate(world, "syn_nli", "ood_templates", 200):
-        assert any(h.strip() in e["premise"] for h in held_out)
-    for e in generate(world, "syn_nli", "train", 200):
-        assert any(t.strip() in e["premise"] for t in trained)
+        assert e["premise"].split()[0] in UNSEEN_PEOPLE or any(n in e["premise"].split() for n in UNSEEN_PEOPLE)
+        assert not set(PEOPLE) & set(e["premise"].rstrip(".").replace(",", "").split())
+    assert {_phrasing(e["premise"]) for e in generate(world, "syn_nli", "ood_templates", 200)} == set(TASK_HELD_OUT)
+    assert {_phrasing(e["premise"]) for e in generate(world, "syn_nli", "train", 200)} == set(TASK_TRAIN)
 
 
 def _attribute_and_value(sentence: str) -> tuple[str, str]:
@@ -70,20 +77,36 @@ def _attribute_and_value(sentence: str) -> tuple[str, str]:
 
 
 def test_nli_labels_follow_from_the_text():
-    for e in generate(make_world(0), "syn_nli", "train", 300):
-        stated, hypothesis = _attribute_and_value(e["premise"]), _attribute_and_value(e["hypothesis"])
+    examples = generate(make_world(0), "syn_nli", "train", 600)
+    negations = 0
+    for e in examples:
+        stated = _attribute_and_value(e["premise"])
         if e["label"] == "entailment":
             assert e["premise"] == e["hypothesis"]
+        elif e["label"] == "contradiction" and " not " in e["hypothesis"]:
+            negations += 1
+            assert _attribute_and_value(e["hypothesis"]) == stated
         elif e["label"] == "contradiction":
-            assert stated[0] == hypothesis[0] and stated[1] != hypothesis[1]
-        else:
-            assert stated[0] != hypothesis[0]
+            attribute, value = _attribute_and_value(e["hypothesis"])
+            assert attribute == stated[0] and value != stated[1]
+        else:  # neutral: the premise plus a fact about another attribute
+            assert e["hypothesis"].startswith(e["premise"] + " ")
+            added = e["hypothesis"][len(e["premise"]) + 1:]
+            assert _attribute_and_value(added)[0] != stated[0]
+    assert 0.5 < negations / 200 < 0.8  # two thirds of the contradictions
 
 
-def test_para_no_pairs_are_mostly_word_order_swaps():
-    pairs = [e for e in generate(make_world(0), "syn_para", "train", 600) if e["label"] == "no"]
-    same_words = [e for e in pairs if sorted(e["sentence1"].split()) == sorted(e["sentence2"].split())]
-    assert len(same_words) / len(pairs) > 0.3
+def _words(sentence: str) -> set[str]:
+    return set(sentence.rstrip(".").split())
+
+
+def test_para_no_pairs_are_mostly_word_order_adversaries():
+    pairs = [e for e in generate(make_world(0), "syn_para", "train", 1000) if e["label"] == "no"]
+    same_words = [e for e in pairs if _words(e["sentence1"]) == _words(e["sentence2"])]
+    overlapping = [e for e in pairs if len(_words(e["sentence1"]) & _words(e["sentence2"]))
+                   / len(_words(e["sentence1"]) | _words(e["sentence2"])) >= 0.6]
+    assert len(same_words) / len(pairs) > 0.3  # the same words, roles swapped
+    assert len(overlapping) / len(pairs) > 0.6
 
 
 def test_probe_covers_every_fact_with_its_candidates():

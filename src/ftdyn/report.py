@@ -27,12 +27,13 @@ def load(dirs: list[Path]) -> pd.DataFrame:
 
 def unfinished(dirs: list[Path]) -> list[Path]:
     """Job directories with a config but no done marker: failed or still running."""
-    return [c.parent for d in dirs for c in sorted(Path(d).rglob("config.yaml")) if not results.is_done(c.parent)]
+    configs = [c for d in dirs for c in sorted(Path(d).rglob("config.yaml")) if ".hydra" not in c.parts]
+    return [c.parent for c in configs if not results.is_done(c.parent)]
 
 
 def before_after(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per checkpoint x task x eval set: the main metric before and after."""
-    scored = table[table["stage"].isin(["before", "after"]) & table["metric"].isin(["acc", "rougeL"])]
+    """One line per checkpoint x task x eval set x metric: its value before and after."""
+    scored = table[table["stage"].isin(["before", "after"])]
     fmt = scored["prompt"].dropna().iloc[0] if scored["prompt"].notna().any() else None
     scored = scored[(scored["prompt"] == fmt) | scored["prompt"].isna()]
     wide = scored.pivot_table(index=["task", "ckpt_step", "split_kind", "eval_set", "metric"],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -60,6 +61,8 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     job_dir.mkdir(parents=True, exist_ok=True)
     results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run)))
     started = time.time()
+    if run.trainer.threads > 0:
+        torch.set_num_threads(run.trainer.threads)
     L.seed_everything(run.seed, verbose=False)
 
     model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)

@@ -63,9 +63,10 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
 def demonstrations(task: TaskData, k: int, seed: int, fmt: str) -> str:
     """k train examples rendered as prompt + answer lines, to prepend to every evaluated prompt.
 
-    Drawn from the train split, which shares no example with any evaluation set (`load`).
+    Drawn from the train split, which shares no example with any evaluation set (`load`). A task
+    without a train split (a probe) has nothing to draw from and is evaluated zero-shot.
     """
-    if k == 0:
+    if k == 0 or task.cfg.eval_only:
         return ""
     pool = task.train
     if len(pool) < k:

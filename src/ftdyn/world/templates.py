@@ -13,6 +13,15 @@ FACT = {
     "pet": ("{p} owns a {v}.", "{p} has a pet {v}.", "{p} looks after a {v}.",
             "The pet of {p} is a {v}."),
 }
+# The negation of each phrasing, index for index: what NLI contradictions most often look like.
+NEGATED = {
+    "city": ("{p} does not live in {v}.", "{p} is not from {v}.", "{p} does not have a home in {v}.",
+             "The home of {p} is not in {v}."),
+    "job": ("{p} does not work as a {v}.", "{p} is not a {v}.", "{p} does not earn a living as a {v}.",
+            "By trade, {p} is not a {v}."),
+    "pet": ("{p} does not own a {v}.", "{p} does not have a pet {v}.", "{p} does not look after a {v}.",
+            "The pet of {p} is not a {v}."),
+}
 TASK_TRAIN = (0, 1)  # template indices the tasks train on; 2 and 3 are held out
 TASK_HELD_OUT = (2, 3)
 
