@@ -44,7 +44,7 @@ def test_unknown_key_fails_at_composition_naming_it():
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("+method.rnak=4", "unknown key method.rnak: allowed keys of method are ['batch_size', 'epochs'"),
+    ("+method.rnak=4", "unknown key method.rnak: allowed keys of method are ['alpha', 'batch_size'"),
     ("+model.arch.hiden=3", "unknown key model.arch.hiden: allowed keys of model.arch are ['hidden_size'"),
     ("+rnak=4", "unknown key rnak: allowed keys of the root are ['ckpt'"),
 ])
@@ -66,13 +66,17 @@ def test_value_of_wrong_type_fails_at_composition_naming_the_key():
     ("replay.rate=-0.1", "replay.rate=-0.1: allowed [0, 1)"),
     ("method.lr=-1e-3", "method.lr=-0.001: must be > 0"),
     ("fewshot.k=-1", "fewshot.k=-1"),
-    ("method.name=dpo", "method.name='dpo': allowed ['base', 'sft']"),
+    ("method.name=dpo", "method.name='dpo': allowed ['base', 'sft', 'lora', 'lp', 'lpft', 'lplora']"),
+    ("method.rank=0", "method.rank=0: must be a positive integer"),
+    ("method.rank=-4", "method.rank=-4: must be a positive integer"),
+    ("method=lpft task=syn_summ", "method=lpft trains a classification head, but task=syn_summ is generation; "
+                                  "methods allowed for it: ['base', 'sft', 'lora']"),
     ("prompt.train=chat", "prompt format 'chat': allowed ['default', 'io', 'instruct']"),
     ("ckpt.step=7", "ckpt.step=7 is not in the tiny ladder; available steps: [20, 40, 80, 160, 320, 600]"),
     ("task=syn_probe", "task=syn_probe is evaluation-only; use method=base"),
 ])
 def test_bad_value_fails_with_the_key_and_what_is_allowed(override, message):
-    cfg = compose_config([override])
+    cfg = compose_config(override.split())
     with pytest.raises(C.ConfigError) as err:
         C.to_typed(cfg)
     assert message in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import PreTrainedTokenizerFast
 
 from ftdyn.data import IGNORE, collate, encode_pair, encode_text_rows
@@ -47,9 +48,38 @@ def test_label_words_have_distinct_first_subtokens(micro_ladder):
     assert len(set(first_token_ids(tok, ["yes", "no"]))) == 2
 
 
-def test_default_formats_render_the_reference_templates():
-    nli = {"premise": "P.", "hypothesis": "H."}
-    assert render("nli", "default", nli) == "### Input_1: P.\n ### Input_2: H.\n ### Inference: "
-    para = {"sentence1": "A.", "sentence2": "B."}
-    assert render("para", "default", para) == "### Input_1: A.\n ### Input_2: B.\n ### Paraphrase Classification: "
-    assert set(FORMATS["nli"]) == {"default", "io", "instruct"}
+# seed-methods.md §1.2 (Amuro & Char v5 Table 5 and the authors' code), character for character.
+REFERENCE = {
+    ("nli", "default"): "### Input_1: P.\n ### Input_2: H.\n ### Inference: ",
+    ("nli", "io"): "P. H.",
+    ("nli", "instruct"): "Consider the following texts: Text 1: P. Text 2: H. The relation is ",
+    ("para", "default"): "### Input_1: A.\n ### Input_2: B.\n ### Paraphrase Classification: ",
+    ("para", "io"): "A. B.",
+    ("para", "instruct"): "Let\u2019s compare the two sentences: Sentence_1: A. Sentence_2: B. Are they paraphrasing?: ",
+}
+
+
+@pytest.mark.parametrize(("family", "fmt"), sorted(REFERENCE))
+def test_prompt_formats_render_the_reference_templates_exactly(family, fmt):
+    example = {"premise": "P.", "hypothesis": "H.", "sentence1": "A.", "sentence2": "B."}
+    assert render(family, fmt, example) == REFERENCE[family, fmt]
+    assert set(FORMATS[family]) == {"default", "io", "instruct"}
+
+
+@pytest.mark.parametrize("task_name", ["syn_nli", "syn_para"])
+def test_fewshot_demonstrations_come_from_train_and_never_contain_an_evaluated_example(task_name):
+    from ftdyn import tasks
+    from ftdyn.train import compose_config
+    from ftdyn import config as C
+    from ftdyn.world.entities import make_world
+
+    task = tasks.load(C.to_typed(compose_config([f"task={task_name}"])).task, make_world(0))
+    train_lines = {f"{task.prompt(e, 'default').rstrip()} {task.target(e)}" for e in task.train}
+    for seed in range(20):
+        demos = tasks.demonstrations(task, 4, seed, "default").splitlines(keepends=True)
+        lines = ["".join(demos[i:i + 3]).rstrip("\n") for i in range(0, len(demos), 3)]  # 3 lines each
+        assert len(lines) == 4 and set(lines) <= train_lines
+        for es in task.eval_sets:
+            evaluated = {task.prompt(e, "default").rstrip() for e in es.examples}
+            assert not any(line.rsplit(" ", 1)[0] in evaluated for line in lines)
+    assert tasks.demonstrations(task, 0, 0, "default") == ""

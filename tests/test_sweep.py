@@ -50,3 +50,17 @@ def test_bad_value_exits_nonzero_naming_the_key_and_leaves_no_done_marker(micro_
     assert out.returncode != 0
     assert "replay.rate=1.5: allowed [0, 1)" in out.stderr
     assert not list(tmp_path.rglob("done"))
+
+
+def test_multirun_crosses_every_method_with_distinct_run_keys(micro_ladder, tmp_path):
+    sweep = tmp_path / "methods"
+    out = _run(["-m", "ckpt.step=20,40", "model=micro", "task=syn_nli", "method=sft,lora,lp,lpft,lplora",
+                "task.train_size=32", "task.eval_size=12", "method.max_steps=2", f"hydra.sweep.dir={sweep}"],
+               cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    keys = {}
+    for done in sweep.rglob("done"):
+        rows = [json.loads(line) for line in (done.parent / "results.jsonl").read_text().splitlines()]
+        keys[(rows[0]["ckpt_step"], rows[0]["method"])] = rows[0]["run_key"]
+    assert set(keys) == set(itertools.product([20, 40], ["sft", "lora", "lp", "lpft", "lplora"]))
+    assert len(set(keys.values())) == 10

@@ -46,7 +46,8 @@ def test_rows_cover_every_stage_split_kind_and_run_fact(job):
         assert (stage, "probe", "world_facts", "acc") in seen
         assert (stage, "pretrain", "tinyworld_heldout", "pretrain_loss") in seen
     facts = {r["metric"]: r["value"] for r in rows if r["stage"] == "run"}
-    assert set(facts) == {"trainable_params", "train_steps", "train_tokens", "wall_s"}
+    assert set(facts) == {"trainable_params", "train_steps", "train_tokens", "wall_s", "replay_fraction"}
+    assert facts["replay_fraction"] == 0.0
     assert facts["train_steps"] == 3 * 600 // 8
     assert facts["trainable_params"] > 0 and facts["train_tokens"] > 0
     assert {r["run_key"] for r in rows} == {rows[0]["run_key"]}
@@ -79,3 +80,18 @@ def test_base_method_evaluates_without_training(micro_ladder, tmp_path):
     assert not any(k.startswith("after/") for k in metrics)
     assert metrics["run/run/train_steps"] == 0
     assert metrics["before/test/acc"] == metrics["before/world_facts/acc"]  # the probe is the world's facts
+
+
+def test_every_eval_format_gets_its_own_rows(micro_ladder, tmp_path):
+    train(compose_config(MICRO + ["method=base", "prompt=all_formats", "task.eval_size=20"]), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    by_format = {(r["prompt"], r["eval_set"]) for r in rows if r["metric"] == "acc" and r["split_kind"] != "probe"}
+    assert by_format == {(f, s) for f in ("default", "io", "instruct") for s in ("test", "ood_templates", "ood_entities")}
+
+
+def test_head_methods_record_rank_and_classifier_norms(micro_ladder, tmp_path):
+    train(compose_config(MICRO + ["method=lplora", "method.rank=4", "method.max_steps=2"]), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {r["lora_rank"] for r in rows} == {4}
+    facts = {r["metric"] for r in rows if r["stage"] == "run"}
+    assert {"classifier_norm_probe", "classifier_norm_lora", "replay_fraction"} <= facts

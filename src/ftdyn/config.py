@@ -10,13 +10,18 @@ raised by `to_typed(cfg)` before anything is loaded.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-METHODS = ("base", "sft")
+METHODS = ("base", "sft", "lora", "lp", "lpft", "lplora")
+HEAD_METHODS = ("lp", "lpft", "lplora")  #: a classification head on the last-token feature
+LORA_METHODS = ("lora", "lplora")
+LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")
+PROBE_FIELDS = ("probe_lr", "probe_epochs")
 PROMPT_FORMATS = ("default", "io", "instruct")
 TASK_KINDS = ("classification", "generation")
 SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain")
@@ -123,22 +128,38 @@ class TaskConfig:
 
 @dataclass
 class MethodConfig:
-    """How the model is adapted. One training loop; methods differ in what trains."""
+    """How the model is adapted. One training loop; methods differ in what trains.
+
+    lp, lpft and lplora first fit a linear head on the frozen model's last-token feature
+    (probe_lr, probe_epochs); lpft then trains everything, lplora LoRA adapters, with the head.
+    """
 
     name: str = "sft"
-    lr: float = 1e-3
+    lr: float = 5e-4
     epochs: int = 1
-    batch_size: int = 16
-    max_steps: int = -1  #: stop after this many optimiser steps (-1: run every epoch)
+    batch_size: int = 8
+    max_steps: int = -1  #: stop each stage after this many optimiser steps (-1: every epoch)
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
+    rank: int = 8  #: LoRA rank r
+    alpha: float = 16.0  #: LoRA scale numerator: updates are scaled by alpha / r (alpha / sqrt(r) if rslora)
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                        "up_proj", "down_proj"])  #: every attention and MLP projection
+    rslora: bool = False  #: rank-stabilised scaling (Kalajdzievski)
+    probe_lr: float = 1e-2  #: linear-probe stage of lp / lpft / lplora
+    probe_epochs: int = 1
 
     def problems(self) -> list[str]:
         out = []
         if self.name not in METHODS:
             out.append(f"method.name={self.name!r}: allowed {list(METHODS)}")
-        if self.lr <= 0:
-            out.append(f"method.lr={self.lr}: must be > 0")
+        out += [f"method.{key}={value}: must be > 0" for key, value in (("lr", self.lr), ("probe_lr", self.probe_lr))
+                if value <= 0]
+        if self.rank <= 0:
+            out.append(f"method.rank={self.rank}: must be a positive integer")
+        if not 0 <= self.dropout < 1:
+            out.append(f"method.dropout={self.dropout}: allowed [0, 1)")
         if self.epochs <= 0 or self.batch_size <= 0:
             out.append(f"method.epochs={self.epochs}, method.batch_size={self.batch_size}: must be > 0")
         if not 0 <= self.warmup_ratio < 1:
@@ -172,16 +193,26 @@ class FewshotConfig:
         return []
 
 
+REPLAY_SOURCES = ("pretrain",)
+
+
 @dataclass
 class ReplayConfig:
-    """Share of each training batch drawn from pre-training text."""
+    """Share of each training batch drawn from pre-training text, trained with the LM loss."""
 
     rate: float = 0.0
+    source: str = "pretrain"  #: the model's own pre-training stream (tinyworld for ftdyn-built ladders)
+    seq_len: int = 64  #: tokens per replay row
 
     def problems(self) -> list[str]:
+        out = []
         if not 0 <= self.rate < 1:
-            return [f"replay.rate={self.rate}: allowed [0, 1)"]
-        return []
+            out.append(f"replay.rate={self.rate}: allowed [0, 1)")
+        if self.source not in REPLAY_SOURCES:
+            out.append(f"replay.source={self.source!r}: allowed {list(REPLAY_SOURCES)}")
+        if self.seq_len <= 0:
+            out.append(f"replay.seq_len={self.seq_len}: must be > 0")
+        return out
 
 
 @dataclass
@@ -235,6 +266,10 @@ class TrainConfig:
         if self.ckpt.step is not None and self.model.checkpoints and self.ckpt.step not in self.model.checkpoints:
             problems.append(f"ckpt.step={self.ckpt.step} is not in the {self.model.name} ladder; "
                             f"available steps: {list(self.model.checkpoints)}")
+        if self.method.name in HEAD_METHODS and self.task.kind != "classification":
+            problems.append(f"method={self.method.name} trains a classification head, but task={self.task.name} "
+                            f"is {self.task.kind}; methods allowed for it: "
+                            f"{[m for m in METHODS if m not in HEAD_METHODS]}")
         if self.task.eval_only and self.method.name != "base":
             problems.append(f"task={self.task.name} is evaluation-only; use method=base "
                             f"(got method={self.method.name})")
@@ -249,19 +284,15 @@ class TrainConfig:
 
 def _unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
     """Keys of `node` that `schema` does not declare, recursively (`+key=...` bypasses struct mode)."""
-    fields = {f.name: f for f in dataclasses.fields(schema)}
+    types = typing.get_type_hints(schema)
     problems = []
     for key in node.keys():
-        if key not in fields:
+        if key not in types:
             problems.append(f"unknown key {prefix}{key}: allowed keys of {prefix.rstrip('.') or 'the root'} "
-                            f"are {sorted(fields)}")
-        elif dataclasses.is_dataclass(sub := _field_type(fields[key])) and isinstance(node[key], DictConfig):
-            problems += _unknown_keys(node[key], sub, f"{prefix}{key}.")
+                            f"are {sorted(types)}")
+        elif dataclasses.is_dataclass(types[key]):
+            problems += _unknown_keys(node[key], types[key], f"{prefix}{key}.")
     return problems
-
-
-def _field_type(f: dataclasses.Field):
-    return f.default_factory if callable(f.default_factory) and isinstance(f.default_factory, type) else None
 
 
 def to_typed(cfg: DictConfig) -> TrainConfig:

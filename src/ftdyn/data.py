@@ -5,16 +5,20 @@ then the completion with one leading space and the end-of-text token. Labels are
 prompt, so only the completion is trained (Amuro & Char's `encode_with_prompt_completion_format`,
 seed-methods.md §1.4). Evaluation scores the first completion token at the last prompt position,
 so training and scoring see the same token boundary.
+
+Replay (rate rho in [0, 1)) mixes pre-training text into fine-tuning: a fraction rho of every
+training batch is packed LM rows (every token labelled), the rest task examples. Rows carry a
+`replay` marker and batches an `is_replay` vector, so the training step can tell them apart.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
@@ -36,6 +40,12 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str
             "labels": [IGNORE] * len(prompt_ids) + completion_ids}
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, max_len: int) -> dict[str, list[int]]:
+    """Token ids of a prompt alone, for head-based methods: no token is an LM target."""
+    ids = tokenizer(prompt.rstrip(), add_special_tokens=False)["input_ids"][-max_len:]
+    return {"input_ids": ids, "labels": [IGNORE] * len(ids)}
+
+
 def encode_text_rows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> list[dict]:
     """Pack documents, separated by EOS, into rows of exactly `seq_len` tokens, all labelled."""
     stream: list[int] = []
@@ -45,8 +55,13 @@ def encode_text_rows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], s
     return [{"input_ids": row, "labels": list(row)} for row in rows]
 
 
-def collate(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad rows to the longest; padding is masked and unlabelled."""
+def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad rows to the longest; padding is masked and unlabelled.
+
+    `is_replay` (bool, one per row) is always present, all False without replay, so the
+    training step can split task and replay rows without checking whether replay is on. Rows
+    of head-based methods carry `class_label`, the index of their label word (-100 on replay rows).
+    """
     width = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -56,22 +71,134 @@ def collate(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torc
         ids[i, :n] = torch.tensor(r["input_ids"])
         labels[i, :n] = torch.tensor(r["labels"])
         mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    is_replay = torch.tensor([bool(r.get("replay", False)) for r in rows], dtype=torch.bool)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "is_replay": is_replay}
+    if any("class_label" in r for r in rows):
+        batch["class_label"] = torch.tensor([r.get("class_label", IGNORE) for r in rows], dtype=torch.long)
+    return batch
+
+
+def replay_plan(n_task: int, batch_size: int, rate: float) -> list[tuple[int, int]]:
+    """(task rows, replay rows) of each batch of one epoch, until the task rows are used up.
+
+    Batch i holds r_i = round((i+1)*rate*B) - round(i*rate*B) replay rows (a Bresenham
+    accumulator), so after i full batches exactly round(i*rate*B) rows are replay: every prefix
+    is within half a row of `rate` times its rows, and no batch is more than one row off. The last
+    batch may hold fewer task rows than a full one; its replay count then keeps the epoch's
+    total at round(rate/(1-rate) * n_task), rather than adding a full batch's share of replay
+    to a few task rows.
+
+    Args:
+        n_task: Task rows in one epoch (each used once).
+        batch_size: Rows in a full batch.
+        rate: Replay fraction rho, in [0, 1).
+
+    Returns:
+        One (n_task_rows, n_replay_rows) pair per batch.
+    """
+    if not 0 <= rate < 1:
+        raise ValueError(f"replay rate {rate}: allowed [0, 1)")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size {batch_size}: must be > 0")
+    plan: list[tuple[int, int]] = []
+    used = replayed = 0
+    while used < n_task:
+        n_replay = round((len(plan) + 1) * rate * batch_size) - replayed
+        n_tasks = batch_size - n_replay
+        if n_task - used < n_tasks:  # the last, partial batch
+            n_tasks = n_task - used
+            target = round(rate / (1 - rate) * (used + n_tasks))
+            n_replay = max(0, min(batch_size - n_tasks, target - replayed))
+        plan.append((n_tasks, n_replay))
+        used, replayed = used + n_tasks, replayed + n_replay
+    return plan
+
+
+class ReplayBatchSampler(Sampler[list[int]]):
+    """Batches of indices into `task_rows + replay_rows` that follow `replay_plan`.
+
+    Indices below `n_task` are task rows, the rest replay rows. Each pass (epoch) shuffles the
+    task rows, each used exactly once, and draws replay rows cycling through a fresh permutation
+    of them. Both permutations come from one generator seeded once with `seed`, as a shuffled
+    DataLoader does: every epoch has a new order, and the k-th pass is the same for the same
+    seed. Batch sizes do not depend on the order, so `len` and `replay_fraction` need no pass.
+    """
+
+    def __init__(self, n_task: int, n_replay: int, batch_size: int, rate: float, seed: int = 0):
+        super().__init__()
+        if n_task <= 0 or n_replay <= 0:
+            raise ValueError(f"replay needs task and replay rows (got {n_task} and {n_replay})")
+        self.n_task, self.n_replay = n_task, n_replay
+        self.plan = replay_plan(n_task, batch_size, rate)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        tasks = torch.randperm(self.n_task, generator=self.generator).tolist()
+        replays = (torch.randperm(self.n_replay, generator=self.generator) + self.n_task).tolist()
+        t = r = 0
+        for n_tasks, n_replay in self.plan:
+            yield tasks[t:t + n_tasks] + [replays[(r + j) % self.n_replay] for j in range(n_replay)]
+            t, r = t + n_tasks, r + n_replay
+
+    def replay_fraction(self) -> float:
+        """Replay rows / all rows over one epoch."""
+        return sum(r for _, r in self.plan) / sum(t + r for t, r in self.plan)
 
 
 class TrainDataModule(L.LightningDataModule):
-    """Encoded training rows, shuffled with a fixed seed, padded per batch."""
+    """Encoded training rows, shuffled with a fixed seed, padded per batch, optionally with replay.
 
-    def __init__(self, rows: list[dict], batch_size: int, pad_id: int, seed: int = 0):
+    Without replay (rate 0, the default) batches are plain seeded shuffling, exactly as before
+    replay existed, so ladder builds and replay-free runs are unchanged. With replay, batches
+    come from `ReplayBatchSampler` over `rows + replay_rows`.
+    """
+
+    def __init__(self, rows: list[dict], batch_size: int, pad_id: int, seed: int = 0, *,
+                 replay_rows: list[dict] | None = None, replay_rate: float = 0.0):
+        """Keep the rows; replay is on when `replay_rate` > 0, and then needs `replay_rows`.
+
+        Args:
+            rows: Encoded task rows (`input_ids`, `labels`).
+            batch_size: Rows per batch, task and replay together.
+            pad_id: Token id that pads rows to a batch's longest.
+            seed: Seed of the shuffling.
+            replay_rows: Packed pre-training rows (every token labelled); used when
+                `replay_rate` > 0, ignored otherwise.
+            replay_rate: Fraction rho of every batch drawn from `replay_rows`, in [0, 1).
+        """
         super().__init__()
         if not rows:
             raise ValueError("no training rows: the task's train split is empty")
+        if not 0 <= replay_rate < 1:
+            raise ValueError(f"replay_rate={replay_rate}: allowed [0, 1)")
+        if replay_rate > 0 and not replay_rows:
+            raise ValueError(f"replay_rate={replay_rate} but no replay rows were given")
         self.rows, self.batch_size, self.pad_id, self.seed = rows, batch_size, pad_id, seed
+        self.replay_rate = replay_rate
+        # copies, so marking them does not touch the caller's rows (e.g. the held-out set)
+        self.replay_rows = [{**r, "replay": True} for r in replay_rows or []] if replay_rate > 0 else []
+
+    def _batch_sampler(self) -> ReplayBatchSampler:
+        return ReplayBatchSampler(len(self.rows), len(self.replay_rows), self.batch_size, self.replay_rate,
+                                  seed=self.seed)
 
     def steps_per_epoch(self) -> int:
+        """Batches in one epoch, which sizes the LR schedule."""
+        if self.replay_rows:
+            return len(self._batch_sampler())
         return -(-len(self.rows) // self.batch_size)
 
+    def replay_fraction(self) -> float:
+        """Realised share of replay rows over one epoch (0.0 without replay), for the results."""
+        return self._batch_sampler().replay_fraction() if self.replay_rows else 0.0
+
     def train_dataloader(self) -> DataLoader:
+        if self.replay_rows:
+            return DataLoader(self.rows + self.replay_rows, batch_sampler=self._batch_sampler(),
+                              collate_fn=lambda b: collate(b, self.pad_id))
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True, generator=generator,
                           collate_fn=lambda b: collate(b, self.pad_id))

@@ -17,6 +17,9 @@ from rouge_score import rouge_scorer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftdyn.data import IGNORE, collate, completion_text
+from ftdyn.methods.heads import ClassifierHead, last_token_features
+from ftdyn.tasks import TaskData, demonstrations
+from ftdyn.world.tasks import probe_items
 
 
 def first_token_ids(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> list[int]:
@@ -51,20 +54,32 @@ def _device(model: PreTrainedModel) -> torch.device:
 
 
 @torch.no_grad()
-def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                  choices: Sequence[Sequence[str]], batch_size: int = 64) -> list[torch.Tensor]:
-    """Per prompt, the last-position logits of each of its choices' first sub-tokens."""
+def _per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                batch_size: int, score) -> list[torch.Tensor]:
+    """`score(batch)` -> one row of outputs per prompt, over length-sorted, left-padded batches."""
     encoded = [tokenizer(p.rstrip(), add_special_tokens=False)["input_ids"] for p in prompts]
-    candidates = [first_token_ids(tokenizer, c) for c in choices]
     out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
     model.eval()
     for idx in _length_sorted_batches(encoded, batch_size):
         batch = _left_padded([encoded[i] for i in idx], tokenizer.pad_token_id)
-        batch = {k: v.to(_device(model)) for k, v in batch.items()}
-        logits = model(**batch, logits_to_keep=1).logits[:, -1].float().cpu()
+        rows = score({k: v.to(_device(model)) for k, v in batch.items()}).float().cpu()
         for row, i in enumerate(idx):
-            out[i] = logits[row, candidates[i]]
+            out[i] = rows[row]
     return out
+
+
+def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                  choices: Sequence[Sequence[str]], batch_size: int = 64) -> list[torch.Tensor]:
+    """Per prompt, the last-position logits of each of its choices' first sub-tokens."""
+    candidates = [first_token_ids(tokenizer, c) for c in choices]
+    last = _per_prompt(model, tokenizer, prompts, batch_size, lambda b: model(**b, logits_to_keep=1).logits[:, -1])
+    return [logits[ids] for logits, ids in zip(last, candidates)]
+
+
+def head_logits(model: PreTrainedModel, head: ClassifierHead, tokenizer: PreTrainedTokenizerBase,
+                prompts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
+    """Per prompt, the classification head's logits on its last-token feature."""
+    return _per_prompt(model, tokenizer, prompts, batch_size, lambda b: head(last_token_features(model, **b)))
 
 
 @torch.no_grad()
@@ -114,12 +129,13 @@ def _row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, 
             "metric": metric, "value": value}
 
 
-def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task, tokenizer, world,
-                   heldout: Sequence[dict]) -> list[dict]:
-    """Result rows of one stage: every eval set in every eval format, the probe, the LM loss."""
-    from ftdyn.tasks import demonstrations
-    from ftdyn.world.tasks import probe_items
+def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskData, tokenizer, world,
+                   heldout: Sequence[dict], head: ClassifierHead | None = None) -> list[dict]:
+    """Result rows of one stage: every eval set in every eval format, the probe, the LM loss.
 
+    With a `head`, the task's sets are scored by it; the probe always reads label logits, so it
+    measures what the language model itself still knows.
+    """
     batch = run.eval.batch_size
     rows = []
     for fmt in run.prompt.eval:
@@ -128,7 +144,8 @@ def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task, tokeni
             prompts = [task.prompt(e, fmt, demos) for e in es.examples]
             if task.cfg.kind == "classification":
                 choices = [task.choices(e) for e in es.examples]
-                scores = choice_logits(model, tokenizer, prompts, choices, batch)
+                scores = (head_logits(model, head, tokenizer, prompts, batch) if head is not None
+                          else choice_logits(model, tokenizer, prompts, choices, batch))
                 golds = [c.index(task.target(e)) for c, e in zip(choices, es.examples)]
                 value = sum(int(s.argmax()) == g for s, g in zip(scores, golds)) / len(golds)
                 rows.append(_row(es.name, es.split_kind, stage, fmt, "acc", value))

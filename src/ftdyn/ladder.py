@@ -131,7 +131,7 @@ def build(model: C.ModelConfig, root: Path) -> None:
     tokenizer = train_tokenizer(corpus(world, p.corpus_seed, TOKENIZER_DOCS)
                                 + vocabulary_lines(_label_words()) * GLOSSARY_REPEATS, model.arch.vocab_size)
     tokenizer.save_pretrained(work / "tokenizer")
-    rows = _pretrain_rows(world, tokenizer, p, n_rows=p.steps * p.batch_size)
+    rows = pretrain_rows(model, tokenizer, n_rows=p.steps * p.batch_size, seq_len=p.seq_len)
     heldout = heldout_rows(model, tokenizer)
     L.seed_everything(p.seed, verbose=False)
     lm = LlamaForCausalLM(llama_config(model.arch, tokenizer))
@@ -149,11 +149,13 @@ def build(model: C.ModelConfig, root: Path) -> None:
     log.info("ladder %s built in %.0f s", root, time.time() - started)
 
 
-def _pretrain_rows(world, tokenizer, p: C.PretrainConfig, n_rows: int) -> list[dict]:
-    """`n_rows` packed rows of corpus text, every row seen once (one pass over fresh text)."""
-    n_docs = n_rows * p.seq_len // 16  # documents average ~28 tokens; start generous
+def pretrain_rows(model: C.ModelConfig, tokenizer, n_rows: int, seq_len: int) -> list[dict]:
+    """The first `n_rows` packed rows of the ladder's pre-training stream (the build's, or replay's)."""
+    p = model.pretrain
+    world = make_world(p.world_seed, p.n_people)
+    n_docs = n_rows * seq_len // 16  # documents average ~28 tokens; start generous
     while True:
-        rows = encode_text_rows(tokenizer, corpus(world, p.corpus_seed, n_docs), p.seq_len)
+        rows = encode_text_rows(tokenizer, corpus(world, p.corpus_seed, n_docs), seq_len)
         if len(rows) >= n_rows:
             return rows[:n_rows]
         n_docs *= 2

@@ -23,13 +23,17 @@ def run_key(cfg: C.TrainConfig) -> str:
     """A stable hash of the resolved config without paths and logging settings."""
     spec = {k: v for k, v in C.as_dict(cfg).items() if k not in NOT_IN_KEY}
     spec["ckpt"] = {"step": cfg.ckpt_step}  # ckpt=final and ckpt.step=<final> are the same run
+    unused = ((C.LORA_FIELDS if cfg.method.name not in C.LORA_METHODS else ())
+              + (C.PROBE_FIELDS if cfg.method.name not in C.HEAD_METHODS else ()))
+    spec["method"] = {k: v for k, v in spec["method"].items() if k not in unused}  # sft at rank 4 = sft at rank 16
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_facts(cfg: C.TrainConfig, key: str) -> dict:
     """The columns every row of a run carries."""
     return {"run_key": key, "model": cfg.model.name, "ckpt_step": cfg.ckpt_step, "task": cfg.task.name,
-            "method": cfg.method.name, "lora_rank": None, "replay_rate": cfg.replay.rate,
+            "method": cfg.method.name, "lora_rank": cfg.method.rank if cfg.method.name in C.LORA_METHODS else None,
+            "replay_rate": cfg.replay.rate,
             "seed": cfg.seed}
 
 

@@ -74,8 +74,9 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure)
     facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
     if run.method.name != "base":
-        facts = fit(model, tokenizer, task, run, job_dir)
-        rows += evaluate_stage(model, stage="after", k=run.fewshot.k_after, **measure)
+        fitted = fit(model, tokenizer, task, run, job_dir)
+        rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, **measure)
+        facts = fitted.facts
     facts["wall_s"] = round(time.time() - started, 2)
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
               "metric": name, "value": value} for name, value in facts.items()]

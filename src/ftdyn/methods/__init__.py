@@ -1,49 +1,141 @@
-"""Fine-tuning methods: which parameters train, on which rows, through the one training loop.
+"""Fine-tuning methods as plans of stages over the one training loop.
 
-`fit` encodes the task's train split in the training prompt format, freezes what the method
-leaves untouched, and trains with `CausalLMModule` under a Lightning Trainer.
+A stage says what trains (everything, LoRA adapters, or the head alone), whether a
+classification head scores task rows, and its own epochs and learning rate:
+
+    sft     ft                      lp      probe (head only)
+    lora    lora                    lpft    probe, then ft with the head
+                                    lplora  probe, then lora with the head
+
+`fit` runs the stages in order on the same model and head, so a second stage starts from what
+the first one learned, and returns the (possibly LoRA-wrapped) model, the head and run facts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import CSVLogger
+from peft import LoraConfig, get_peft_model
 
-from ftdyn.data import TrainDataModule, encode_pair
+from ftdyn import config as C
+from ftdyn import ladder
+from ftdyn.data import TrainDataModule, encode_pair, encode_prompt
+from ftdyn.methods.heads import ClassifierHead
 from ftdyn.methods.module import CausalLMModule
 
 log = logging.getLogger(__name__)
 
 
-def _set_trainable(model, method: str) -> None:
-    """sft: every weight trains."""
-    for p in model.parameters():
-        p.requires_grad_(method == "sft")
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    trains: str  # "all" | "lora" | "head"
+    lr: float
+    epochs: int
 
 
-def fit(model, tokenizer, task, run, job_dir: Path) -> dict[str, int]:
-    """Train `model` in place; return run facts (trainable params, steps, tokens)."""
-    max_len = model.config.max_position_embeddings
-    rows = [encode_pair(tokenizer, task.prompt(e, run.prompt.train), task.target(e), max_len) for e in task.train]
-    data = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed)
-    total = run.method.epochs * data.steps_per_epoch()
+def plan(method: C.MethodConfig) -> list[Stage]:
+    """The stages of a method, in order."""
+    probe = Stage("probe", "head", method.probe_lr, method.probe_epochs)
+    main = {"sft": "all", "lpft": "all", "lora": "lora", "lplora": "lora"}
+    stages = [probe] if method.name in C.HEAD_METHODS else []
+    if method.name in main:
+        stages.append(Stage("ft" if main[method.name] == "all" else "lora", main[method.name], method.lr, method.epochs))
+    return stages
+
+
+@dataclasses.dataclass
+class Fitted:
+    """What fitting produced: the model to evaluate, its head, run facts, and each stage's head."""
+
+    model: torch.nn.Module
+    head: ClassifierHead | None
+    facts: dict[str, float]
+    head_at: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)  # stage -> (start, end)
+
+
+def add_lora(model, method: C.MethodConfig):
+    """Wrap `model` with peft LoRA adapters; peft freezes every base weight."""
+    config = LoraConfig(r=method.rank, lora_alpha=method.alpha, lora_dropout=method.dropout,
+                        target_modules=list(method.targets), use_rslora=method.rslora, bias="none")
+    return get_peft_model(model, config)
+
+
+def _set_trainable(model, head: ClassifierHead | None, trains: str) -> None:
+    if trains != "lora":  # peft already marked exactly the adapters trainable
+        for p in model.parameters():
+            p.requires_grad_(trains == "all")
+    if head is not None:
+        head.requires_grad_(True)
+
+
+def _rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> list[dict]:
+    fmt = run.prompt.train
+    if use_head:
+        labels = list(task.cfg.label_words)
+        return [{**encode_prompt(tokenizer, task.prompt(e, fmt), max_len), "class_label": labels.index(task.target(e))}
+                for e in task.train]
+    return [encode_pair(tokenizer, task.prompt(e, fmt), task.target(e), max_len) for e in task.train]
+
+
+def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict] | None:
+    """Enough pre-training rows for one epoch at the replay rate (the sampler cycles through them)."""
+    if run.replay.rate == 0:
+        return None
+    n = math.ceil(run.replay.rate / (1 - run.replay.rate) * n_task) + run.method.batch_size
+    return ladder.pretrain_rows(run.model, tokenizer, n, run.replay.seq_len)
+
+
+def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path) -> Fitted:
+    """Run every stage of `run.method` on `model`; return what to evaluate and the run facts."""
+    use_head = run.method.name in C.HEAD_METHODS
+    head = ClassifierHead(model.config.hidden_size, len(task.cfg.label_words)) if use_head else None
+    rows = _rows(task, tokenizer, run, model.config.max_position_embeddings, use_head)
+    plain = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed)
+    mixed = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed,
+                            replay_rows=_replay_rows(run, tokenizer, len(rows)), replay_rate=run.replay.rate)
+    stages = plan(run.method)
+    replayed = any(stage.trains != "head" for stage in stages)  # a probe stage has no LM to rehearse
+    fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0,
+                                  "replay_fraction": mixed.replay_fraction() if replayed else 0.0})
+    for stage in stages:
+        data = plain if stage.trains == "head" else mixed
+        if stage.trains == "lora":
+            fitted.model = add_lora(fitted.model, run.method)
+        _set_trainable(fitted.model, head, stage.trains)
+        start = _head_state(head)
+        module = _fit_stage(fitted.model, head, data, stage, run, job_dir)
+        fitted.head_at[stage.name] = (start, _head_state(head))
+        fitted.facts["trainable_params"] = sum(p.numel() for p in module.trainable_parameters())
+        fitted.facts["train_steps"] += module.global_step
+        fitted.facts["train_tokens"] += module.tokens_seen
+        if head is not None:
+            fitted.facts[f"classifier_norm_{stage.name}"] = head.norm()
+    fitted.model.eval()
+    return fitted
+
+
+def _head_state(head: ClassifierHead | None):
+    return None if head is None else (head.weight.detach().clone(), head.bias.detach().clone())
+
+
+def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path) -> CausalLMModule:
+    total = stage.epochs * data.steps_per_epoch()
     if run.method.max_steps > 0:
         total = min(total, run.method.max_steps)
-    _set_trainable(model, run.method.name)
-    module = CausalLMModule(model, lr=run.method.lr, total_steps=total,
-                            warmup_steps=math.ceil(run.method.warmup_ratio * total),
-                            weight_decay=run.method.weight_decay)
-    trainer = L.Trainer(max_epochs=run.method.epochs, max_steps=total, accelerator=run.trainer.accelerator,
+    module = CausalLMModule(model, lr=stage.lr, total_steps=total, warmup_steps=math.ceil(run.method.warmup_ratio * total),
+                            weight_decay=run.method.weight_decay, head=head)
+    trainer = L.Trainer(max_epochs=stage.epochs, max_steps=total, accelerator=run.trainer.accelerator,
                         devices=run.trainer.devices, precision=run.trainer.precision,
-                        logger=CSVLogger(job_dir, name="", version=""), log_every_n_steps=run.trainer.log_every_n_steps,
-                        enable_checkpointing=False, enable_progress_bar=run.trainer.enable_progress_bar,
-                        enable_model_summary=False)
+                        logger=CSVLogger(job_dir, name="", version=stage.name),
+                        log_every_n_steps=run.trainer.log_every_n_steps, enable_checkpointing=False,
+                        enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False)
     model.train()  # evaluation before fitting left it in eval mode
     trainer.fit(module, data)
-    model.eval()
-    return {"trainable_params": sum(p.numel() for p in module.trainable_parameters()),
-            "train_steps": trainer.global_step, "train_tokens": module.tokens_seen}
+    return module

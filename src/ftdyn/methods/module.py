@@ -1,8 +1,10 @@
-"""The single training loop: a causal LM trained on whatever tokens carry labels.
+"""The single training loop: what a step optimises, for every method and the ladder build.
 
-Pre-training (every token labelled), SFT (completion tokens only) and replay (pre-training rows
-mixed into task batches) are the same step; methods differ only in which parameters require
-gradients, decided before this module is built.
+Without a head the loss is next-token cross-entropy on labelled positions: pre-training (every
+token labelled), SFT and LoRA (completion tokens only). With a head (lp, lpft, lplora) task rows
+are scored by the head on their last-token feature. Replay rows (`is_replay`) always take the LM
+loss. Methods differ only in which parameters require gradients, decided before this module is
+built.
 """
 
 from __future__ import annotations
@@ -12,33 +14,54 @@ import math
 
 import lightning as L
 import torch
-from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+import torch.nn.functional as F
+from transformers import get_linear_schedule_with_warmup
+
+from ftdyn.methods.heads import ClassifierHead, last_token_features
 
 log = logging.getLogger(__name__)
 
 
 class CausalLMModule(L.LightningModule):
-    """Next-token cross-entropy on labelled positions, AdamW, linear schedule with warmup."""
+    """Cross-entropy (LM or head), AdamW over trainable parameters, linear schedule with warmup."""
 
-    def __init__(self, model: PreTrainedModel, lr: float, total_steps: int,
-                 warmup_steps: int = 0, weight_decay: float = 0.0):
+    def __init__(self, model, lr: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
+                 head: ClassifierHead | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.head = model, head
         self.lr, self.total_steps = lr, total_steps
         self.warmup_steps, self.weight_decay = warmup_steps, weight_decay
         self.tokens_seen = 0
 
+    def _lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          labels=batch["labels"]).loss
+
+    def _head_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        features = last_token_features(self.model, batch["input_ids"], batch["attention_mask"])
+        return F.cross_entropy(self.head(features), batch["class_label"])
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         labels=batch["labels"])
-        if not math.isfinite(out.loss.item()):
-            raise FloatingPointError(f"non-finite training loss {out.loss.item()} at step {self.global_step}")
+        """Task rows and replay rows each weigh by their share of the batch's rows.
+
+        Without replay this is the plain token-mean LM loss (or the head's loss); with replay at
+        rate rho, a replay share rho of the rows carries weight rho, however many tokens it has.
+        """
+        replay = batch["is_replay"]
+        task_loss = self._head_loss if self.head is not None else self._lm_loss
+        loss = torch.zeros((), device=replay.device)
+        for rows, part_loss in ((~replay, task_loss), (replay, self._lm_loss)):
+            if rows.any():
+                loss = loss + part_loss({k: v[rows] for k, v in batch.items()}) * rows.sum() / rows.numel()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
         self.tokens_seen += int(batch["attention_mask"].sum())
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return out.loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+        head = list(self.head.parameters()) if self.head is not None else []
+        return [p for p in [*self.model.parameters(), *head] if p.requires_grad]
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, weight_decay=self.weight_decay)
