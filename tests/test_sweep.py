@@ -64,3 +64,12 @@ def test_multirun_crosses_every_method_with_distinct_run_keys(micro_ladder, tmp_
         keys[(rows[0]["ckpt_step"], rows[0]["method"])] = rows[0]["run_key"]
     assert set(keys) == set(itertools.product([20, 40], ["sft", "lora", "lp", "lpft", "lplora"]))
     assert len(set(keys.values())) == 10
+
+
+def test_ladder_command_shows_every_checkpoint(micro_ladder, tmp_path):
+    out = subprocess.run([PYTHON, "-m", "ftdyn.ladder", "model=micro"], cwd=tmp_path, capture_output=True,
+                         text=True, env=dict(os.environ), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"ladder {micro_ladder}")
+    assert [int(line.split()[0]) for line in lines[2:]] == [5, 10, 20, 40]

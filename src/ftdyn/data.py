@@ -21,6 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
+from ftdyn.config import PretrainConfig
+from ftdyn.world.corpus import corpus
+from ftdyn.world.entities import make_world
+
 IGNORE = -100
 
 
@@ -53,6 +57,26 @@ def encode_text_rows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], s
         stream.extend(ids + [tokenizer.eos_token_id])
     rows = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
     return [{"input_ids": row, "labels": list(row)} for row in rows]
+
+
+def pretrain_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase, n_rows: int,
+                  seq_len: int) -> list[dict]:
+    """The first `n_rows` packed rows of a ladder's pre-training stream: what the build trained
+    on, and what replay rehearses."""
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    n_docs = n_rows * seq_len // 16  # documents average ~28 tokens; start generous
+    while True:
+        rows = encode_text_rows(tokenizer, corpus(world, pretrain.corpus_seed, n_docs), seq_len)
+        if len(rows) >= n_rows:
+            return rows[:n_rows]
+        n_docs *= 2
+
+
+def heldout_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
+    """Held-out pre-training text as packed LM rows: a document stream the build never trained on."""
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    return encode_text_rows(tokenizer, corpus(world, pretrain.corpus_seed + 10_000, pretrain.heldout_docs),
+                            pretrain.seq_len)
 
 
 def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:

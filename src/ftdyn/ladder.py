@@ -27,7 +27,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ftdyn import config as C
-from ftdyn.data import TrainDataModule, encode_text_rows
+from ftdyn.data import TrainDataModule, heldout_rows, pretrain_rows
 from ftdyn.evaluate import choice_logits, lm_loss
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.results import write_json_atomic
@@ -131,8 +131,8 @@ def build(model: C.ModelConfig, root: Path) -> None:
     tokenizer = train_tokenizer(corpus(world, p.corpus_seed, TOKENIZER_DOCS)
                                 + vocabulary_lines(_label_words()) * GLOSSARY_REPEATS, model.arch.vocab_size)
     tokenizer.save_pretrained(work / "tokenizer")
-    rows = pretrain_rows(model, tokenizer, n_rows=p.steps * p.batch_size, seq_len=p.seq_len)
-    heldout = heldout_rows(model, tokenizer)
+    rows = pretrain_rows(model.pretrain, tokenizer, n_rows=p.steps * p.batch_size, seq_len=p.seq_len)
+    heldout = heldout_rows(model.pretrain, tokenizer)
     L.seed_everything(p.seed, verbose=False)
     lm = LlamaForCausalLM(llama_config(model.arch, tokenizer))
     saver = _SaveAtSteps(model.checkpoints, work, tokenizer)
@@ -147,18 +147,6 @@ def build(model: C.ModelConfig, root: Path) -> None:
         "model": model.name, "key": ladder_key(model), "config": C.as_dict(model),
         "params": lm.num_parameters(), "build_seconds": round(time.time() - started, 1), "checkpoints": entries})
     log.info("ladder %s built in %.0f s", root, time.time() - started)
-
-
-def pretrain_rows(model: C.ModelConfig, tokenizer, n_rows: int, seq_len: int) -> list[dict]:
-    """The first `n_rows` packed rows of the ladder's pre-training stream (the build's, or replay's)."""
-    p = model.pretrain
-    world = make_world(p.world_seed, p.n_people)
-    n_docs = n_rows * seq_len // 16  # documents average ~28 tokens; start generous
-    while True:
-        rows = encode_text_rows(tokenizer, corpus(world, p.corpus_seed, n_docs), seq_len)
-        if len(rows) >= n_rows:
-            return rows[:n_rows]
-        n_docs *= 2
 
 
 def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer, world) -> dict:
@@ -177,13 +165,6 @@ def load_checkpoint(model: C.ModelConfig, step: int):
         raise NotImplementedError(f"model.source={model.source!r}: only ftdyn-built ladders load so far")
     path = checkpoint_dir(model, step)
     return LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
-
-
-def heldout_rows(model: C.ModelConfig, tokenizer) -> list[dict]:
-    """Held-out pre-training text as packed LM rows: a document stream the build never trained on."""
-    p = model.pretrain
-    world = make_world(p.world_seed, p.n_people)
-    return encode_text_rows(tokenizer, corpus(world, p.corpus_seed + 10_000, p.heldout_docs), p.seq_len)
 
 
 def manifest(model: C.ModelConfig) -> dict:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
 from ftdyn import ladder, results, tasks
+from ftdyn.data import heldout_rows
 from ftdyn.evaluate import evaluate_stage
 from ftdyn.methods import fit
 from ftdyn.world.entities import make_world
@@ -69,7 +70,7 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
     task = tasks.load(run.task, world, seed=run.seed)
     measure = dict(run=run, task=task, tokenizer=tokenizer, world=world,
-                   heldout=ladder.heldout_rows(run.model, tokenizer))
+                   heldout=heldout_rows(run.model.pretrain, tokenizer))
 
     rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure)
     facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}

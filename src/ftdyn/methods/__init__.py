@@ -24,8 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from peft import LoraConfig, get_peft_model
 
 from ftdyn import config as C
-from ftdyn import ladder
-from ftdyn.data import TrainDataModule, encode_pair, encode_prompt
+from ftdyn.data import TrainDataModule, encode_pair, encode_prompt, pretrain_rows
 from ftdyn.methods.heads import ClassifierHead
 from ftdyn.methods.module import CausalLMModule
 
@@ -89,7 +88,7 @@ def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict] | Non
     if run.replay.rate == 0:
         return None
     n = math.ceil(run.replay.rate / (1 - run.replay.rate) * n_task) + run.method.batch_size
-    return ladder.pretrain_rows(run.model, tokenizer, n, run.replay.seq_len)
+    return pretrain_rows(run.model.pretrain, tokenizer, n, run.replay.seq_len)
 
 
 def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path) -> Fitted:
