@@ -79,6 +79,7 @@ def test_base_method_evaluates_without_training(micro_ladder, tmp_path):
     metrics = train(compose_config(MICRO + ["method=base", "task=syn_probe"]), tmp_path)
     assert not any(k.startswith("after/") for k in metrics)
     assert metrics["run/run/train_steps"] == 0
+    assert metrics["before/test/acc_vs_base"] == 1.0
     assert metrics["before/test/acc"] == metrics["before/world_facts/acc"]  # the probe is the world's facts
 
 
@@ -95,3 +96,41 @@ def test_head_methods_record_rank_and_classifier_norms(micro_ladder, tmp_path):
     assert {r["lora_rank"] for r in rows} == {4}
     facts = {r["metric"] for r in rows if r["stage"] == "run"}
     assert {"classifier_norm_probe", "classifier_norm_lora", "replay_fraction"} <= facts
+
+
+def test_classification_rows_carry_calibration_agreement_and_forgetting(job):
+    _, metrics, _ = job
+    for stage in ("before", "after"):
+        for metric in ("acc", "ece", "mce", "ece_ts", "mce_ts", "temperature", "acc_vs_base"):
+            assert f"{stage}/test/{metric}" in metrics
+        for metric in ("pretrain_loss", "forget_ce", "forget_kl"):
+            assert f"{stage}/tinyworld_heldout/{metric}" in metrics
+    assert metrics["before/test/acc_vs_base"] == 1.0
+    assert metrics["before/tinyworld_heldout/forget_kl"] == 0.0  # the base has forgotten nothing
+    assert metrics["after/tinyworld_heldout/forget_kl"] > 0.0
+    assert metrics["after/tinyworld_heldout/forget_ce"] == pytest.approx(
+        metrics["after/tinyworld_heldout/forget_kl"] + metrics["before/tinyworld_heldout/forget_ce"], rel=1e-6)
+    assert metrics["after/test/acc_vs_base"] < 1.0
+
+
+def test_scores_do_not_depend_on_the_evaluation_batch_size(micro_model_cfg):
+    import torch
+
+    from ftdyn.evaluate import choice_logits
+    from ftdyn.tasks import load
+    from ftdyn.world.entities import make_world
+
+    model, tokenizer = ladder_checkpoint(micro_model_cfg)
+    task = load(C.to_typed(compose_config(MICRO)).task, make_world(0))
+    examples = task.eval_sets[0].examples[:24]
+    prompts = [task.prompt(e, "default", demos=("x " * (i % 5))) for i, e in enumerate(examples)]  # mixed lengths
+    choices = [task.choices(e) for e in examples]
+    one = torch.stack(choice_logits(model, tokenizer, prompts, choices, batch_size=1))
+    eight = torch.stack(choice_logits(model, tokenizer, prompts, choices, batch_size=8))
+    assert torch.allclose(one, eight, atol=1e-4)
+
+
+def ladder_checkpoint(model_cfg):
+    from ftdyn import ladder
+
+    return ladder.load_checkpoint(model_cfg, model_cfg.checkpoints[-1])

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftdyn.data import IGNORE, collate, completion_text
 from ftdyn.methods.heads import ClassifierHead, last_token_features
+from ftdyn.metrics import agreement, calibration, fit_temperature, forgetting
 from ftdyn.tasks import TaskData, demonstrations
 from ftdyn.world.tasks import probe_items
 
@@ -109,56 +110,115 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float
     return [_ROUGE.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
 
 
-@torch.no_grad()
-def lm_loss(model: PreTrainedModel, rows: Sequence[dict], pad_id: int, batch_size: int = 32) -> float:
-    """Mean next-token cross-entropy over every labelled position of `rows`."""
-    total, count = 0.0, 0
-    model.eval()
-    for start in range(0, len(rows), batch_size):
-        batch = {k: v.to(_device(model)) for k, v in collate(rows[start:start + batch_size], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        labels = batch["labels"][:, 1:]
-        total += F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE,
-                                 reduction="sum").item()
-        count += int((labels != IGNORE).sum())
-    return total / max(count, 1)
-
-
 def _row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str, value: float) -> dict:
     return {"eval_set": eval_set, "split_kind": split_kind, "stage": stage, "prompt": prompt,
             "metric": metric, "value": value}
 
 
 def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskData, tokenizer, world,
-                   heldout: Sequence[dict], head: ClassifierHead | None = None) -> list[dict]:
-    """Result rows of one stage: every eval set in every eval format, the probe, the LM loss.
+                   heldout: Sequence[dict], head: ClassifierHead | None = None,
+                   base: PreTrainedModel | None = None) -> list[dict]:
+    """Result rows of one stage: every eval set in every eval format, the probe, forgetting.
 
-    With a `head`, the task's sets are scored by it; the probe always reads label logits, so it
-    measures what the language model itself still knows.
+    `base` is the checkpoint before fine-tuning (None: `model` is the base itself, so it agrees
+    with itself and has forgotten nothing). With a `head`, the task's sets are scored by it; the
+    probe always reads label logits, so it measures what the language model itself still knows.
     """
-    batch = run.eval.batch_size
     rows = []
     for fmt in run.prompt.eval:
         demos = demonstrations(task, k, run.fewshot.seed, fmt)
-        for es in task.eval_sets:
-            prompts = [task.prompt(e, fmt, demos) for e in es.examples]
-            if task.cfg.kind == "classification":
-                choices = [task.choices(e) for e in es.examples]
-                scores = (head_logits(model, head, tokenizer, prompts, batch) if head is not None
-                          else choice_logits(model, tokenizer, prompts, choices, batch))
-                golds = [c.index(task.target(e)) for c, e in zip(choices, es.examples)]
-                value = sum(int(s.argmax()) == g for s, g in zip(scores, golds)) / len(golds)
-                rows.append(_row(es.name, es.split_kind, stage, fmt, "acc", value))
-            else:
-                outputs = generate(model, tokenizer, prompts, task.cfg.max_new_tokens, batch)
-                scores = rouge_l(outputs, [task.target(e) for e in es.examples])
-                rows.append(_row(es.name, es.split_kind, stage, fmt, "rougeL", sum(scores) / len(scores)))
+        if task.cfg.kind == "classification":
+            rows += _classification_rows(model, stage, fmt, demos, run, task, tokenizer, head, base)
+        else:
+            rows += _generation_rows(model, stage, fmt, demos, run, task, tokenizer)
     if run.eval.probe:
-        items = probe_items(world)
-        scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch)
-        value = sum(int(s.argmax()) == i["choices"].index(i["label"]) for s, i in zip(scores, items)) / len(items)
-        rows.append(_row("world_facts", "probe", stage, None, "acc", value))
+        rows.append(_probe_row(model, stage, tokenizer, world, run.eval.batch_size))
     if run.eval.pretrain_loss:
-        rows.append(_row("tinyworld_heldout", "pretrain", stage, None, "pretrain_loss",
-                         lm_loss(model, heldout, tokenizer.pad_token_id, batch)))
+        rows += _pretrain_rows(model, base, stage, heldout, tokenizer.pad_token_id, run.eval.batch_size)
     return rows
+
+
+def _scores(model, head, task: TaskData, tokenizer, examples: list[dict], fmt: str, demos: str, batch: int):
+    """Logits over the task's labels for each example, and the gold label indices."""
+    prompts = [task.prompt(e, fmt, demos) for e in examples]
+    choices = [task.choices(e) for e in examples]
+    scores = (head_logits(model, head, tokenizer, prompts, batch) if head is not None
+              else choice_logits(model, tokenizer, prompts, choices, batch))
+    golds = torch.tensor([c.index(task.target(e)) for c, e in zip(choices, examples)])
+    return _pad_choices(scores), golds
+
+
+def _pad_choices(scores: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-example choice logits; examples with fewer choices are padded with -inf, which
+    softmax gives probability 0, so accuracy, calibration and temperature are unchanged."""
+    width = max(len(s) for s in scores)
+    return torch.stack([F.pad(s, (0, width - len(s)), value=float("-inf")) for s in scores])
+
+
+def _classification_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, head, base) -> list[dict]:
+    """acc, calibration before and after temperature scaling (fitted on validation), acc_vs_base."""
+    batch = run.eval.batch_size
+    temperature = None
+    if task.validation:
+        val_logits, val_golds = _scores(model, head, task, tokenizer, task.validation, fmt, demos, batch)
+        temperature = fit_temperature(val_logits, val_golds)
+    rows = []
+    for es in task.eval_sets:
+        logits, golds = _scores(model, head, task, tokenizer, es.examples, fmt, demos, batch)
+        predicted = logits.argmax(-1)
+        base_predicted = predicted if base is None else _scores(base, None, task, tokenizer, es.examples, fmt,
+                                                                  demos, batch)[0].argmax(-1)
+        values = {"acc": float((predicted == golds).double().mean()), **calibration(logits, golds),
+                  "acc_vs_base": agreement(predicted, base_predicted)}
+        if temperature is not None:
+            scaled = calibration(logits, golds, temperature)
+            values |= {"ece_ts": scaled["ece"], "mce_ts": scaled["mce"], "temperature": temperature}
+        rows += [_row(es.name, es.split_kind, stage, fmt, metric, value) for metric, value in values.items()]
+    return rows
+
+
+def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -> list[dict]:
+    rows = []
+    for es in task.eval_sets:
+        prompts = [task.prompt(e, fmt, demos) for e in es.examples]
+        outputs = generate(model, tokenizer, prompts, task.cfg.max_new_tokens, run.eval.batch_size)
+        scores = rouge_l(outputs, [task.target(e) for e in es.examples])
+        rows.append(_row(es.name, es.split_kind, stage, fmt, "rougeL", sum(scores) / len(scores)))
+    return rows
+
+
+def _probe_row(model, stage: str, tokenizer, world, batch: int) -> dict:
+    items = probe_items(world)
+    scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch)
+    value = sum(int(s.argmax()) == i["choices"].index(i["label"]) for s, i in zip(scores, items)) / len(items)
+    return _row("world_facts", "probe", stage, None, "acc", value)
+
+
+@torch.no_grad()
+def heldout_measures(model, base, heldout: Sequence[dict], pad_id: int, batch_size: int = 32) -> dict[str, float]:
+    """On held-out pre-training text, per labelled position: the LM loss (`pretrain_loss`) and
+    forgetting against `base` (`forget_ce`, `forget_kl`; seed-methods §2.1). `base` None: `model`
+    is the base, and its forgetting is zero."""
+    totals = {"pretrain_loss": 0.0, "forget_ce": 0.0, "forget_kl": 0.0}
+    count = 0
+    for model_ in filter(None, (model, base)):
+        model_.eval()
+    for start in range(0, len(heldout), batch_size):
+        batch = {k: v.to(_device(model)) for k, v in collate(heldout[start:start + batch_size], pad_id).items()}
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        logits = model(**inputs).logits[:, :-1].float()
+        base_logits = logits if base is None else base(**inputs).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        mask = labels != IGNORE
+        totals["pretrain_loss"] += F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
+                                                   reduction="sum").item()
+        ce, kl = forgetting(base_logits, logits, mask)
+        totals["forget_ce"] += ce
+        totals["forget_kl"] += kl
+        count += int(mask.sum())
+    return {metric: total / max(count, 1) for metric, total in totals.items()}
+
+
+def _pretrain_rows(model, base, stage: str, heldout: Sequence[dict], pad_id: int, batch_size: int) -> list[dict]:
+    return [_row("tinyworld_heldout", "pretrain", stage, None, metric, value)
+            for metric, value in heldout_measures(model, base, heldout, pad_id, batch_size).items()]

@@ -28,7 +28,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ftdyn import config as C
 from ftdyn.data import TrainDataModule, heldout_rows, pretrain_rows
-from ftdyn.evaluate import choice_logits, lm_loss
+from ftdyn.evaluate import choice_logits, heldout_measures
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.results import write_json_atomic
 from ftdyn.tasks.prompts import vocabulary_lines
@@ -155,7 +155,7 @@ def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer,
     logits = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items])
     correct = [int(l.argmax()) == i["choices"].index(i["label"]) for l, i in zip(logits, items)]
     return {"step": step, "tokens": tokens, "path": f"step{step}",
-            "heldout_loss": round(lm_loss(model, heldout, tokenizer.pad_token_id), 4),
+            "heldout_loss": round(heldout_measures(model, None, heldout, tokenizer.pad_token_id)["pretrain_loss"], 4),
             "probe_acc": round(sum(correct) / len(correct), 4)}
 
 

@@ -8,6 +8,7 @@ Tests call `train(cfg, job_dir)` directly with a config from `compose_config`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -75,8 +76,10 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure)
     facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
     if run.method.name != "base":
+        base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
         fitted = fit(model, tokenizer, task, run, job_dir)
-        rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, **measure)
+        rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
+                               **measure)
         facts = fitted.facts
     facts["wall_s"] = round(time.time() - started, 2)
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,

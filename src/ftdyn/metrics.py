@@ -1,0 +1,90 @@
+"""Metric definitions, as the source papers give them (seed-methods.md §2.1, §2.4, §3.3).
+
+Pure functions of tensors, so each can be pinned to a hand computation in a test.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+N_BINS = 15  # Tomihari & Sato's calibration bins
+MAX_LOG_T = 7.0  # temperatures are fitted within [e^-7, e^7] ~ [0.001, 1100]
+
+
+def ece_mce(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = N_BINS) -> tuple[float, float]:
+    """Expected and maximum calibration error over equal-width confidence bins.
+
+    A prediction falls in bin b when lower_b < confidence <= upper_b.
+    ECE = sum_b |b|/n * |acc_b - conf_b|; MCE = max_b |acc_b - conf_b| over non-empty bins.
+    """
+    confidence, correct = confidence.double(), correct.double()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    ece, mce = 0.0, 0.0
+    for lower, upper in zip(edges[:-1], edges[1:]):
+        inside = (confidence > lower) & (confidence <= upper)
+        if inside.any():
+            gap = (correct[inside].mean() - confidence[inside].mean()).abs().item()
+            ece += inside.double().mean().item() * gap
+            mce = max(mce, gap)
+    return ece, mce
+
+
+def _scaled(logits: torch.Tensor, temperature) -> torch.Tensor:
+    """logits / temperature, where -inf logits (absent choices) stay -inf with a zero gradient."""
+    finite = torch.isfinite(logits)
+    safe = torch.where(finite, logits, torch.zeros_like(logits))
+    return torch.where(finite, safe / temperature, torch.full_like(logits, float("-inf")))
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) on (logits, labels).
+
+    The papers fit T on the validation split with Adam; the NLL is smooth in log T, so L-BFGS on
+    log T reaches the same minimum in a few steps. log T is kept within +-MAX_LOG_T: a model no
+    better than chance has its optimum at T -> infinity (the uniform distribution), which would
+    otherwise come back as an arbitrary huge or non-finite number.
+    """
+    u = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    logits, labels = logits.double(), labels.long()
+    optimizer = torch.optim.LBFGS([u], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def temperature() -> torch.Tensor:
+        return (MAX_LOG_T * torch.tanh(u / MAX_LOG_T)).exp()  # log T = u near 0, bounded far out
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(_scaled(logits, temperature()), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(temperature().detach())
+
+
+def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
+    """ECE and MCE of softmax(logits / temperature) against `labels`."""
+    probs = torch.softmax(_scaled(logits.double(), temperature), -1)
+    confidence, predicted = probs.max(-1)
+    ece, mce = ece_mce(confidence, predicted == labels)
+    return {"ece": ece, "mce": mce}
+
+
+def forgetting(base_logits: torch.Tensor, tuned_logits: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """Kalajdzievski's forgetting on the positions where `mask` is true, with soft targets.
+
+    forget_ce = mean over positions of -sum_v p_base(v) log p_tuned(v);
+    forget_kl = forget_ce - H(p_base), which is 0 for an unchanged model.
+    Returns the sums over positions (ce, kl) so batches can be pooled; divide by mask.sum().
+    """
+    log_base = torch.log_softmax(base_logits.double(), -1)
+    log_tuned = torch.log_softmax(tuned_logits.double(), -1)
+    p_base = log_base.exp()
+    ce = -(p_base * log_tuned).sum(-1)
+    kl = (p_base * (log_base - log_tuned)).sum(-1)
+    return float(ce[mask].sum()), float(kl[mask].sum())
+
+
+def agreement(predictions: torch.Tensor, reference: torch.Tensor) -> float:
+    """Share of examples where two models predict the same answer (acc_vs_base)."""
+    return float((predictions == reference).double().mean())
