@@ -66,6 +66,7 @@ def test_value_of_wrong_type_fails_at_composition_naming_the_key():
     ("replay.rate=-0.1", "replay.rate=-0.1: allowed [0, 1)"),
     ("method.lr=-1e-3", "method.lr=-0.001: must be > 0"),
     ("fewshot.k=-1", "fewshot.k=-1"),
+    ("eval.every_n_steps=-5", "eval.every_n_steps=-5: must be >= 0 (0: never)"),
     ("method.name=dpo", "method.name='dpo': allowed ['base', 'sft', 'lora', 'lp', 'lpft', 'lplora']"),
     ("method.rank=0", "method.rank=0: must be a positive integer"),
     ("method.rank=-4", "method.rank=-4: must be a positive integer"),

@@ -134,3 +134,16 @@ def ladder_checkpoint(model_cfg):
     from ftdyn import ladder
 
     return ladder.load_checkpoint(model_cfg, model_cfg.checkpoints[-1])
+
+
+def test_in_loop_rows_appear_at_the_requested_interval(micro_ladder, tmp_path):
+    metrics = train(compose_config(MICRO + ["method=lpft", "task.train_size=64", "method.batch_size=8",
+                                            "eval.every_n_steps=4"]), tmp_path)
+    steps = sorted({int(k.split("/")[0][5:]) for k in metrics if k.startswith("step_")})
+    assert steps == [4, 8, 12, 16]  # 8 probe steps, then 8 ft steps, counted on
+    for step in steps:
+        for metric in ("train/train_loss", "tinyworld_heldout/forget_ce", "tinyworld_heldout/forget_kl",
+                       "tinyworld_heldout/pretrain_loss"):
+            assert f"step_{step}/{metric}" in metrics
+    assert metrics["step_8/tinyworld_heldout/forget_kl"] == 0.0  # the probe stage leaves the LM untouched
+    assert metrics["step_16/tinyworld_heldout/forget_kl"] > 0.0

@@ -221,7 +221,14 @@ class EvalConfig:
 
     batch_size: int = 64
     probe: bool = True  #: knowledge cloze on world facts (split_kind=probe)
-    pretrain_loss: bool = True  #: LM loss on held-out pre-training text (split_kind=pretrain)
+    pretrain_loss: bool = True  #: LM loss and forgetting on held-out pre-training text (split_kind=pretrain)
+    every_n_steps: int = 0  #: also record train loss and forgetting every N optimiser steps (0: never)
+
+    def problems(self) -> list[str]:
+        out = [f"eval.batch_size={self.batch_size}: must be > 0"] if self.batch_size <= 0 else []
+        if self.every_n_steps < 0:
+            out.append(f"eval.every_n_steps={self.every_n_steps}: must be >= 0 (0: never)")
+        return out
 
 
 @dataclass
@@ -262,7 +269,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = [p for group in (self.model, self.task, self.method, self.prompt, self.fewshot,
-                                    self.replay) for p in group.problems()]
+                                    self.replay, self.eval) for p in group.problems()]
         if self.ckpt.step is not None and self.model.checkpoints and self.ckpt.step not in self.model.checkpoints:
             problems.append(f"ckpt.step={self.ckpt.step} is not in the {self.model.name} ladder; "
                             f"available steps: {list(self.model.checkpoints)}")

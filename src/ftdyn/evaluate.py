@@ -110,7 +110,9 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float
     return [_ROUGE.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
 
 
-def _row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str, value: float) -> dict:
+def result_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str,
+               value: float) -> dict:
+    """One measurement, without the run's columns (train() adds those)."""
     return {"eval_set": eval_set, "split_kind": split_kind, "stage": stage, "prompt": prompt,
             "metric": metric, "value": value}
 
@@ -173,7 +175,7 @@ def _classification_rows(model, stage, fmt, demos, run, task: TaskData, tokenize
         if temperature is not None:
             scaled = calibration(logits, golds, temperature)
             values |= {"ece_ts": scaled["ece"], "mce_ts": scaled["mce"], "temperature": temperature}
-        rows += [_row(es.name, es.split_kind, stage, fmt, metric, value) for metric, value in values.items()]
+        rows += [result_row(es.name, es.split_kind, stage, fmt, metric, value) for metric, value in values.items()]
     return rows
 
 
@@ -183,7 +185,7 @@ def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -
         prompts = [task.prompt(e, fmt, demos) for e in es.examples]
         outputs = generate(model, tokenizer, prompts, task.cfg.max_new_tokens, run.eval.batch_size)
         scores = rouge_l(outputs, [task.target(e) for e in es.examples])
-        rows.append(_row(es.name, es.split_kind, stage, fmt, "rougeL", sum(scores) / len(scores)))
+        rows.append(result_row(es.name, es.split_kind, stage, fmt, "rougeL", sum(scores) / len(scores)))
     return rows
 
 
@@ -191,7 +193,7 @@ def _probe_row(model, stage: str, tokenizer, world, batch: int) -> dict:
     items = probe_items(world)
     scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch)
     value = sum(int(s.argmax()) == i["choices"].index(i["label"]) for s, i in zip(scores, items)) / len(items)
-    return _row("world_facts", "probe", stage, None, "acc", value)
+    return result_row("world_facts", "probe", stage, None, "acc", value)
 
 
 @torch.no_grad()
@@ -220,5 +222,5 @@ def heldout_measures(model, base, heldout: Sequence[dict], pad_id: int, batch_si
 
 
 def _pretrain_rows(model, base, stage: str, heldout: Sequence[dict], pad_id: int, batch_size: int) -> list[dict]:
-    return [_row("tinyworld_heldout", "pretrain", stage, None, metric, value)
+    return [result_row("tinyworld_heldout", "pretrain", stage, None, metric, value)
             for metric, value in heldout_measures(model, base, heldout, pad_id, batch_size).items()]

@@ -25,6 +25,7 @@ from ftdyn import ladder, results, tasks
 from ftdyn.data import heldout_rows
 from ftdyn.evaluate import evaluate_stage
 from ftdyn.methods import fit
+from ftdyn.methods.inloop import InLoopEval
 from ftdyn.world.entities import make_world
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,10 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
     if run.method.name != "base":
         base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
-        fitted = fit(model, tokenizer, task, run, job_dir)
+        in_loop = InLoopEval(run.eval.every_n_steps, base, measure["heldout"], tokenizer.pad_token_id,
+                             run.eval.batch_size)
+        fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[in_loop] if run.eval.every_n_steps else [])
+        rows += in_loop.rows
         rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
                                **measure)
         facts = fitted.facts

@@ -45,7 +45,8 @@ def plan(method: C.MethodConfig) -> list[Stage]:
     main = {"sft": "all", "lpft": "all", "lora": "lora", "lplora": "lora"}
     stages = [probe] if method.name in C.HEAD_METHODS else []
     if method.name in main:
-        stages.append(Stage("ft" if main[method.name] == "all" else "lora", main[method.name], method.lr, method.epochs))
+        trains = main[method.name]
+        stages.append(Stage("ft" if trains == "all" else "lora", trains, method.lr, method.epochs))
     return stages
 
 
@@ -56,7 +57,8 @@ class Fitted:
     model: torch.nn.Module
     head: ClassifierHead | None
     facts: dict[str, float]
-    head_at: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)  # stage -> (start, end)
+    #: stage name -> the head's (weight, bias) at the stage's start and at its end
+    head_at: dict[str, tuple] = dataclasses.field(default_factory=dict)
 
 
 def add_lora(model, method: C.MethodConfig):
@@ -91,8 +93,12 @@ def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict] | Non
     return pretrain_rows(run.model.pretrain, tokenizer, n, run.replay.seq_len)
 
 
-def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path) -> Fitted:
-    """Run every stage of `run.method` on `model`; return what to evaluate and the run facts."""
+def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
+        callbacks: list[L.Callback] | None = None) -> Fitted:
+    """Run every stage of `run.method` on `model`; return what to evaluate and the run facts.
+
+    `callbacks` go to every stage's Trainer (in-loop evaluation, for one).
+    """
     use_head = run.method.name in C.HEAD_METHODS
     head = ClassifierHead(model.config.hidden_size, len(task.cfg.label_words)) if use_head else None
     rows = _rows(task, tokenizer, run, model.config.max_position_embeddings, use_head)
@@ -109,7 +115,7 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path) -> Fitted:
             fitted.model = add_lora(fitted.model, run.method)
         _set_trainable(fitted.model, head, stage.trains)
         start = _head_state(head)
-        module = _fit_stage(fitted.model, head, data, stage, run, job_dir)
+        module = _fit_stage(fitted.model, head, data, stage, run, job_dir, callbacks or [])
         fitted.head_at[stage.name] = (start, _head_state(head))
         fitted.facts["trainable_params"] = sum(p.numel() for p in module.trainable_parameters())
         fitted.facts["train_steps"] += module.global_step
@@ -124,17 +130,19 @@ def _head_state(head: ClassifierHead | None):
     return None if head is None else (head.weight.detach().clone(), head.bias.detach().clone())
 
 
-def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path) -> CausalLMModule:
+def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path,
+               callbacks: list[L.Callback]) -> CausalLMModule:
     total = stage.epochs * data.steps_per_epoch()
     if run.method.max_steps > 0:
         total = min(total, run.method.max_steps)
-    module = CausalLMModule(model, lr=stage.lr, total_steps=total, warmup_steps=math.ceil(run.method.warmup_ratio * total),
-                            weight_decay=run.method.weight_decay, head=head)
+    module = CausalLMModule(model, lr=stage.lr, total_steps=total, weight_decay=run.method.weight_decay, head=head,
+                            warmup_steps=math.ceil(run.method.warmup_ratio * total))
     trainer = L.Trainer(max_epochs=stage.epochs, max_steps=total, accelerator=run.trainer.accelerator,
                         devices=run.trainer.devices, precision=run.trainer.precision,
                         logger=CSVLogger(job_dir, name="", version=stage.name),
                         log_every_n_steps=run.trainer.log_every_n_steps, enable_checkpointing=False,
-                        enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False)
+                        enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
+                        callbacks=callbacks)
     model.train()  # evaluation before fitting left it in eval mode
     trainer.fit(module, data)
     return module

@@ -1,0 +1,40 @@
+"""In-loop evaluation: fine-tuning loss and forgetting along training (stage=step_N rows).
+
+The raw material of Kalajdzievski's forgetting laws: every `every_n_steps` optimiser steps the
+callback records the mean training loss since its last record and the held-out measures
+(`pretrain_loss`, `forget_ce`, `forget_kl`) against the base checkpoint. Steps count across a
+method's stages, so an LP-FT run's ft steps follow its probe steps.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+from ftdyn.evaluate import heldout_measures, result_row
+
+
+class InLoopEval(L.Callback):
+    def __init__(self, every_n_steps: int, base, heldout: list[dict], pad_id: int, batch_size: int):
+        self.every, self.base, self.heldout = every_n_steps, base, heldout
+        self.pad_id, self.batch_size = pad_id, batch_size
+        self.offset = 0  # steps of earlier stages
+        self.losses: list[float] = []
+        self.rows: list[dict] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+        step = self.offset + trainer.global_step
+        if step % self.every:
+            return
+        stage = f"step_{step}"
+        mean_loss = sum(self.losses) / len(self.losses)
+        self.rows.append(result_row("train", None, stage, None, "train_loss", mean_loss))
+        self.losses = []
+        measures = heldout_measures(module.model, self.base, self.heldout, self.pad_id, self.batch_size)
+        self.rows += [result_row("tinyworld_heldout", "pretrain", stage, None, metric, value)
+                      for metric, value in measures.items()]
+        module.model.train()
+
+    def on_train_end(self, trainer, module):
+        self.offset += trainer.global_step
+
