@@ -13,7 +13,6 @@ training batch is packed LM rows (every token labelled), the rest task examples.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Sequence
 
 import lightning as L
@@ -227,9 +226,3 @@ class TrainDataModule(L.LightningDataModule):
         return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True, generator=generator,
                           collate_fn=lambda b: collate(b, self.pad_id))
 
-
-def sample(items: Sequence, n: int, seed: int) -> list:
-    """`n` items drawn without replacement with a fixed seed (all of them if fewer)."""
-    if n >= len(items):
-        return list(items)
-    return random.Random(seed).sample(list(items), n)
