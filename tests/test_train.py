@@ -147,3 +147,22 @@ def test_in_loop_rows_appear_at_the_requested_interval(micro_ladder, tmp_path):
             assert f"step_{step}/{metric}" in metrics
     assert metrics["step_8/tinyworld_heldout/forget_kl"] == 0.0  # the probe stage leaves the LM untouched
     assert metrics["step_16/tinyworld_heldout/forget_kl"] > 0.0
+
+
+def test_generation_task_writes_rouge_rows_that_sft_raises(micro_ladder, tmp_path):
+    metrics = train(compose_config(MICRO + ["task=syn_summ", "task.train_size=300", "task.eval_size=16",
+                                            "task.max_new_tokens=16", "method.lr=3e-3", "method.epochs=2"]), tmp_path)
+    for stage in ("before", "after"):
+        for split in ("test", "ood_templates", "ood_entities"):
+            assert 0.0 <= metrics[f"{stage}/{split}/rougeL"] <= 1.0
+    assert metrics["after/test/rougeL"] > metrics["before/test/rougeL"]
+
+
+def test_greedy_generation_does_not_depend_on_the_batch_size(micro_model_cfg):
+    from ftdyn.evaluate import generate
+
+    model, tokenizer = ladder_checkpoint(micro_model_cfg)
+    prompts = ["Alice lives in", "The pet of Bruno is a", "### Input: Clara is a baker.\n ### Summary: "]
+    one = generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=1)
+    three = generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
+    assert one == three and all(isinstance(t, str) for t in one) and any(one)

@@ -56,16 +56,17 @@ def _device(model: PreTrainedModel) -> torch.device:
 
 @torch.no_grad()
 def _per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                batch_size: int, score) -> list[torch.Tensor]:
-    """`score(batch)` -> one row of outputs per prompt, over length-sorted, left-padded batches."""
+                batch_size: int, run_batch) -> list:
+    """`run_batch(batch)` -> one output per row, over length-sorted, left-padded batches of
+    `prompts`; the outputs come back in the prompts' order."""
     encoded = [tokenizer(p.rstrip(), add_special_tokens=False)["input_ids"] for p in prompts]
-    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    out: list = [None] * len(prompts)
     model.eval()
     for idx in _length_sorted_batches(encoded, batch_size):
         batch = _left_padded([encoded[i] for i in idx], tokenizer.pad_token_id)
-        rows = score({k: v.to(_device(model)) for k, v in batch.items()}).float().cpu()
+        outputs = run_batch({k: v.to(_device(model)) for k, v in batch.items()})
         for row, i in enumerate(idx):
-            out[i] = rows[row]
+            out[i] = outputs[row]
     return out
 
 
@@ -73,33 +74,30 @@ def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
                   choices: Sequence[Sequence[str]], batch_size: int = 64) -> list[torch.Tensor]:
     """Per prompt, the last-position logits of each of its choices' first sub-tokens."""
     candidates = [first_token_ids(tokenizer, c) for c in choices]
-    last = _per_prompt(model, tokenizer, prompts, batch_size, lambda b: model(**b, logits_to_keep=1).logits[:, -1])
+    last = _per_prompt(model, tokenizer, prompts, batch_size,
+                       lambda b: model(**b, logits_to_keep=1).logits[:, -1].float().cpu())
     return [logits[ids] for logits, ids in zip(last, candidates)]
 
 
 def head_logits(model: PreTrainedModel, head: ClassifierHead, tokenizer: PreTrainedTokenizerBase,
                 prompts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
     """Per prompt, the classification head's logits on its last-token feature."""
-    return _per_prompt(model, tokenizer, prompts, batch_size, lambda b: head(last_token_features(model, **b)))
+    return _per_prompt(model, tokenizer, prompts, batch_size,
+                       lambda b: head(last_token_features(model, **b)).float().cpu())
 
 
-@torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
              max_new_tokens: int, batch_size: int = 64) -> list[str]:
     """Greedy continuations (KV cache), cut at the end-of-text token and the first newline."""
-    encoded = [tokenizer(p.rstrip(), add_special_tokens=False)["input_ids"] for p in prompts]
-    out = [""] * len(prompts)
-    model.eval()
-    for idx in _length_sorted_batches(encoded, batch_size):
-        batch = _left_padded([encoded[i] for i in idx], tokenizer.pad_token_id)
-        batch.pop("position_ids")  # generate derives positions from the mask
-        batch = {k: v.to(_device(model)) for k, v in batch.items()}
-        new = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+
+    def continue_batch(batch: dict[str, torch.Tensor]) -> list[str]:
+        inputs = {k: v for k, v in batch.items() if k != "position_ids"}  # generate derives them from the mask
+        new = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(new[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        for row, i in enumerate(idx):
-            out[i] = texts[row].split("\n")[0].strip()
-    return out
+        texts = tokenizer.batch_decode(new[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [text.split("\n")[0].strip() for text in texts]
+
+    return _per_prompt(model, tokenizer, prompts, batch_size, continue_batch)
 
 
 _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -189,11 +187,15 @@ def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -
     return rows
 
 
-def _probe_row(model, stage: str, tokenizer, world, batch: int) -> dict:
+def probe_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> float:
+    """Share of the world's facts the model completes correctly (cloze over each attribute's values)."""
     items = probe_items(world)
-    scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch)
-    value = sum(int(s.argmax()) == i["choices"].index(i["label"]) for s, i in zip(scores, items)) / len(items)
-    return result_row("world_facts", "probe", stage, None, "acc", value)
+    scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch_size)
+    return sum(int(s.argmax()) == i["choices"].index(i["label"]) for s, i in zip(scores, items)) / len(items)
+
+
+def _probe_row(model, stage: str, tokenizer, world, batch: int) -> dict:
+    return result_row("world_facts", "probe", stage, None, "acc", probe_accuracy(model, tokenizer, world, batch))
 
 
 @torch.no_grad()

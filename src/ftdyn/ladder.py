@@ -28,13 +28,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ftdyn import config as C
 from ftdyn.data import TrainDataModule, heldout_rows, pretrain_rows
-from ftdyn.evaluate import choice_logits, heldout_measures
+from ftdyn.evaluate import heldout_measures, probe_accuracy
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.results import write_json_atomic
 from ftdyn.tasks.prompts import vocabulary_lines
 from ftdyn.world.corpus import corpus
 from ftdyn.world.entities import make_world
-from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS, probe_items
+from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS
 from ftdyn.world.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -151,12 +151,9 @@ def build(model: C.ModelConfig, root: Path) -> None:
 
 def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer, world) -> dict:
     model = LlamaForCausalLM.from_pretrained(root / f"step{step}")
-    items = probe_items(world)
-    logits = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items])
-    correct = [int(l.argmax()) == i["choices"].index(i["label"]) for l, i in zip(logits, items)]
-    return {"step": step, "tokens": tokens, "path": f"step{step}",
-            "heldout_loss": round(heldout_measures(model, None, heldout, tokenizer.pad_token_id)["pretrain_loss"], 4),
-            "probe_acc": round(sum(correct) / len(correct), 4)}
+    loss = heldout_measures(model, None, heldout, tokenizer.pad_token_id)["pretrain_loss"]
+    return {"step": step, "tokens": tokens, "path": f"step{step}", "heldout_loss": round(loss, 4),
+            "probe_acc": round(probe_accuracy(model, tokenizer, world), 4)}
 
 
 def load_checkpoint(model: C.ModelConfig, step: int):
