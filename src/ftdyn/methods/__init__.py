@@ -85,10 +85,8 @@ def _rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> 
     return [encode_pair(tokenizer, task.prompt(e, fmt), task.target(e), max_len) for e in task.train]
 
 
-def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict] | None:
+def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict]:
     """Enough pre-training rows for one epoch at the replay rate (the sampler cycles through them)."""
-    if run.replay.rate == 0:
-        return None
     n = math.ceil(run.replay.rate / (1 - run.replay.rate) * n_task) + run.method.batch_size
     return pretrain_rows(run.model.pretrain, tokenizer, n, run.replay.seq_len)
 
@@ -102,13 +100,13 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
     use_head = run.method.name in C.HEAD_METHODS
     head = ClassifierHead(model.config.hidden_size, len(task.cfg.label_words)) if use_head else None
     rows = _rows(task, tokenizer, run, model.config.max_position_embeddings, use_head)
-    plain = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed)
-    mixed = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed,
-                            replay_rows=_replay_rows(run, tokenizer, len(rows)), replay_rate=run.replay.rate)
     stages = plan(run.method)
-    replayed = any(stage.trains != "head" for stage in stages)  # a probe stage has no LM to rehearse
-    fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0,
-                                  "replay_fraction": mixed.replay_fraction() if replayed else 0.0})
+    plain = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed)
+    mixed = plain
+    if run.replay.rate > 0 and any(stage.trains != "head" for stage in stages):  # a probe has no LM to rehearse
+        mixed = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed,
+                                replay_rows=_replay_rows(run, tokenizer, len(rows)), replay_rate=run.replay.rate)
+    fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0, "replay_fraction": mixed.replay_fraction()})
     for stage in stages:
         data = plain if stage.trains == "head" else mixed
         if stage.trains == "lora":

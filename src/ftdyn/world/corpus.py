@@ -2,13 +2,13 @@
 
 Five kinds of document, mixed at fixed odds: a profile (facts about one person in varied
 phrasings), a narrative (two people meet; their facts are restated in passing), rules (what
-people of a job do), events (two-person sentences, each with its rewrite) and quizzes (a fact,
-about a story character, then whether a claim about them holds: yes, no, or not said). Quizzes
-play the part of the question-answer text of real corpora. Their characters get random
-attributes in every quiz, so they can only be answered by checking the claim against the
-context, never from memory: pre-training slowly learns that in-context skill, which the NLI task
-builds on. Statements about the world's people are always true. Deterministic: the same world and seed give the same
-documents.
+people of a job do), events (two-person sentences, each with its rewrite) and quizzes (a fact
+about a story character, then whether a claim about them holds: yes, no, or not said).
+
+Quizzes play the part of the question-answer text of real corpora. Their characters get random
+attributes in every quiz, so a quiz can only be answered by checking the claim against its
+context, never from memory. Statements about the world's people are always true.
+Deterministic: the same world and seed give the same documents.
 """
 
 from __future__ import annotations
