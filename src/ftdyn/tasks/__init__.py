@@ -11,11 +11,12 @@ import dataclasses
 import random
 
 from ftdyn import config as C
+from ftdyn.tasks import hub
 from ftdyn.tasks.prompts import render, target
 from ftdyn.world.entities import World
 from ftdyn.world.tasks import example_key, generate
 
-SOURCES = ("tinyworld",)
+SOURCES = ("tinyworld", "hub")  #: hub: real datasets by name (ftdyn.tasks.hub)
 
 
 @dataclasses.dataclass
@@ -47,6 +48,9 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
     """Every split of a task; evaluation sets never repeat a train example."""
     if cfg.source not in SOURCES:
         raise KeyError(f"task {cfg.name}: task.source={cfg.source!r} is not available; allowed: {list(SOURCES)}")
+    if cfg.source == "hub":
+        train, validation, sets = hub.load_splits(cfg)
+        return TaskData(cfg, train, validation, [EvalSet(s, cfg.eval_sets[s], e) for s, e in sets.items()])
     train = [] if cfg.eval_only else generate(world, cfg.name, "train", cfg.train_size, seed)
     seen = {example_key(e) for e in train}
     validation = [] if cfg.eval_only else generate(world, cfg.name, "validation", cfg.eval_size, seed, seen)
