@@ -193,21 +193,24 @@ def test_tulu_trains_on_chat_turns_and_evaluates_multiple_choice_sets(tmp_path):
         {"dataset": "flan", "id": "2", "messages": [{"role": "user", "content": "no reply"}]}])
     arc = {"id": "a", "question": "Which is a metal?", "choices": {"text": ["wood", "iron", "salt"],
                                                                    "label": ["A", "B", "C"]}, "answerKey": "B"}
-    write(tmp_path, "allenai/ai2_arc", "ARC-Easy", "validation", [arc])
-    write(tmp_path, "allenai/ai2_arc", "ARC-Challenge", "validation",
-          [{**arc, "choices": {"text": ["x", "y", "z", "w"], "label": ["1", "2", "3", "4"]}, "answerKey": "4"}])
-    write(tmp_path, "allenai/openbookqa", "main", "validation",
-          [{"id": "o", "question_stem": "Sun is a", "choices": {"text": ["star", "moon"], "label": ["A", "B"]},
-            "answerKey": "A"}])
-    write(tmp_path, "Rowan/hellaswag", None, "validation",
-          [{"ind": 1, "activity_label": "Baking", "ctx_a": "a", "ctx_b": "b", "ctx": "She mixes flour",
-            "endings": ["and sings.", "and water.", "then flies.", "no."], "source_id": "s", "split": "val",
-            "split_type": "indomain", "label": "1"}])
-    write(tmp_path, "google/boolq", None, "validation",
-          [{"question": "is water wet", "answer": True, "passage": "Water is a liquid."}])
-    write(tmp_path, "allenai/sciq", None, "validation",
-          [{"question": "What gas?", "distractor3": "d3", "distractor1": "d1", "distractor2": "d2",
-            "correct_answer": "oxygen", "support": "Plants make it."}])
+    sets = {
+        ("allenai/ai2_arc", "ARC-Easy"): [arc],
+        ("allenai/ai2_arc", "ARC-Challenge"): [
+            {**arc, "choices": {"text": ["x", "y", "z", "w"], "label": ["1", "2", "3", "4"]}, "answerKey": "4"}],
+        ("allenai/openbookqa", "main"): [
+            {"id": "o", "question_stem": "Sun is a", "choices": {"text": ["star", "moon"], "label": ["A", "B"]},
+             "answerKey": "A"}],
+        ("Rowan/hellaswag", None): [
+            {"ind": 1, "activity_label": "Baking", "ctx_a": "a", "ctx_b": "b", "ctx": "She mixes flour",
+             "endings": ["and sings.", "and water.", "then flies.", "no."], "source_id": "s", "split": "val",
+             "split_type": "indomain", "label": "1"}],
+        ("google/boolq", None): [{"question": "is water wet", "answer": True, "passage": "Water is a liquid."}],
+        ("allenai/sciq", None): [{"question": "What gas?", "distractor3": "d3", "distractor1": "d1",
+                                  "distractor2": "d2", "correct_answer": "oxygen", "support": "Plants make it."}],
+    }
+    for (path, name), rows in sets.items():
+        write(tmp_path, path, name, "validation", rows)
+        write(tmp_path, path, name, "train", rows * 2)  # the set's own few-shot pool
     task = load(["task=tulu", f"task.local_dir={tmp_path}", "task.train_size=5", "task.eval_size=5"])
     assert task.cfg.kind == "multiple_choice"
     assert task.train == [{"question": "<|user|>\nHi?\n<|assistant|>\nHello.\n<|user|>\nSum 2+2\n<|assistant|>\n",
@@ -224,6 +227,11 @@ def test_tulu_trains_on_chat_turns_and_evaluates_multiple_choice_sets(tmp_path):
     assert task.prompt(sets["boolq"], "default") == "Water is a liquid.\nQuestion: is water wet?\nAnswer:"
     assert task.choices(sets["sciq"]) == ["d1", "d2", "d3", "oxygen"]
     assert task.target(sets["arc_easy"]) == "iron"
+    boolq = next(s for s in task.eval_sets if s.name == "boolq")
+    assert len(boolq.fewshot) == 2  # demonstrations from BoolQ's train split, not from TÜLU chats
+    assert tasks.demonstrations(task, 2, 0, "default", boolq) == (
+        "Water is a liquid.\nQuestion: is water wet?\nAnswer: yes\n" * 2)
+    assert "<|user|>" in tasks.demonstrations(task, 1, 0, "default")  # without a set: task train
 
 
 def test_a_hub_task_must_name_a_set_for_every_split_it_uses():

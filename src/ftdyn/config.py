@@ -125,6 +125,7 @@ class HubSetConfig:
     fields: dict[str, str] = field(default_factory=dict)  #: example field -> dataset column
     label_map: dict[str, str] = field(default_factory=dict)  #: dataset label value (as text) -> label word
     formatter: Optional[str] = None  #: named function of ftdyn.tasks.formatters applied to each example
+    fewshot_split: Optional[str] = None  #: an eval set's own demonstrations come from this split, not task train
 
 
 @dataclass

@@ -14,6 +14,9 @@ the train split itself (MNLI, whose validation sets are evaluation data) takes t
 `eval_size` rows of the train shuffle, so it never repeats a train example. Rows are selected before
 they are converted, so a few dropped rows can leave a set slightly smaller than its size.
 
+An evaluation set with a `fewshot_split` (tulu's multiple-choice sets: each dataset's train
+split) gets its own demonstration pool (`EvalSet.fewshot`), loaded the same way.
+
 Offline, `task.local_dir` (else `$FTDYN_DATA_DIR`) makes the same code read local files in the
 dataset's own schema, one per split: `<dir>/<hub id>/<config or "default">/<split>.jsonl`
 (`.json` and `.parquet` also work), e.g. `<dir>/glue/mnli/validation_matched.jsonl`.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -113,10 +117,11 @@ def to_examples(ds: datasets.Dataset, spec: C.HubSetConfig, task: str) -> list[d
     return out
 
 
-def load_set(cfg: C.TaskConfig, split: str, size: int, seed: int, skip: int = 0) -> list[dict]:
-    """The examples of the task's split `split` (a key of task.data), at most `size` of them,
-    after skipping `skip` rows of the seeded shuffle."""
-    spec = cfg.data[split]
+def load_set(cfg: C.TaskConfig, split: str, size: int, seed: int, skip: int = 0,
+             spec: C.HubSetConfig | None = None) -> list[dict]:
+    """The examples of the task's split `split` (a key of task.data; `spec` overrides its set),
+    at most `size` of them, after skipping `skip` rows of the seeded shuffle."""
+    spec = spec or cfg.data[split]
     ds = subsample(load_split(spec, cfg.local_dir), size, seed, skip)
     examples = to_examples(ds, spec, cfg.name)
     log.info("task %s: %s -> %d examples from %s", cfg.name, split, len(examples), describe(spec))
@@ -125,6 +130,15 @@ def load_set(cfg: C.TaskConfig, split: str, size: int, seed: int, skip: int = 0)
 
 def _same_split(a: C.HubSetConfig, b: C.HubSetConfig) -> bool:
     return (a.path, a.name, a.split) == (b.path, b.name, b.split)
+
+
+def fewshot_pool(cfg: C.TaskConfig, split: str) -> list[dict]:
+    """An evaluation set's own demonstrations (its `fewshot_split`, e.g. ARC's train split, as
+    OLMo-Eval draws them), or none: the task's train split then serves."""
+    spec = cfg.data[split]
+    if spec.fewshot_split is None:
+        return []
+    return load_set(cfg, split, cfg.eval_size, cfg.subsample_seed, spec=replace(spec, split=spec.fewshot_split))
 
 
 def load_splits(cfg: C.TaskConfig) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
