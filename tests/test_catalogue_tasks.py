@@ -241,6 +241,13 @@ def test_a_hub_task_must_name_a_set_for_every_split_it_uses():
         C.to_typed(cfg)
 
 
+def test_a_label_map_must_map_to_the_tasks_label_words():
+    cfg = compose_config(["task=mnli", "task.data.rte.label_map.1=not_entailment"])
+    with pytest.raises(C.ConfigError, match=r"task.data.rte.label_map maps to 'not_entailment', not a label word "
+                                            r"of mnli: allowed \['entailment', 'neutral', 'contradiction'\]"):
+        C.to_typed(cfg)
+
+
 def test_an_unknown_formatter_is_named_with_the_available_ones(paws_dir):
     with pytest.raises(KeyError, match=r"formatter 'nope' of SetFit/stsb:test is not defined; available: \["):
         load(["task=paws", f"task.local_dir={paws_dir}", "task.data.stsb.formatter=nope"])

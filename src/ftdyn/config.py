@@ -162,6 +162,10 @@ class TaskConfig:
             needed = [*([] if self.eval_only else ["train"]), *self.eval_sets]
             out += [f"task {self.name}: task.data.{s} is missing: source=hub needs a hub set for every split "
                     f"it uses ({needed})" for s in needed if s not in self.data]
+            out += [f"task.data.{s}.path is empty: name the hub dataset" for s, d in self.data.items() if not d.path]
+            out += [f"task.data.{s}.label_map maps to {word!r}, not a label word of {self.name}: "
+                    f"allowed {list(self.label_words)}" for s, d in self.data.items()
+                    for word in d.label_map.values() if word not in self.label_words]
         return out
 
 

@@ -91,7 +91,7 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
               "metric": "ckpt_identical_to_step", "value": other}  # the ladder is not what its names say
              for other in fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)]
-    if run.model.source == "hub":
+    if run.model.source == "hub" and run.model.text.path:
         _name_heldout(rows, heldout_name(run.model))
 
     base = results.run_facts(run, key)
