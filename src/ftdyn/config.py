@@ -23,7 +23,7 @@ LORA_METHODS = ("lora", "lplora")
 LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")
 PROBE_FIELDS = ("probe_lr", "probe_epochs")
 PROMPT_FORMATS = ("default", "io", "instruct")
-TASK_KINDS = ("classification", "generation")
+TASK_KINDS = ("classification", "generation", "multiple_choice")
 SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain")
 MODEL_SOURCES = ("ladder", "hub")
 
@@ -61,6 +61,21 @@ class PretrainConfig:
 
 
 @dataclass
+class TextConfig:
+    """A named text dataset (loaded with `datasets.load_dataset`), packed into LM rows: the
+    pre-training-distribution text of a hub model, for forgetting (held-out) and replay."""
+
+    path: Optional[str] = None  #: hub id, e.g. wikitext; None: the model has none
+    name: Optional[str] = None  #: dataset config, e.g. wikitext-103-raw-v1
+    heldout_split: str = "test"  #: rows for pretrain_loss / forget_ce / forget_kl
+    replay_split: str = "train"  #: rows replay rehearses (replay.source=text)
+    field: str = "text"
+    heldout_rows: int = 200  #: packed rows of seq_len tokens kept for the held-out measures
+    seq_len: int = 256
+    local_dir: Optional[str] = None  #: offline: <local_dir>/<path>/<name>/<split>.jsonl (else $FTDYN_DATA_DIR)
+
+
+@dataclass
 class ModelConfig:
     """A model and its checkpoint ladder."""
 
@@ -71,7 +86,11 @@ class ModelConfig:
     revision_format: str = "step{step}"  #: hub revision of a step
     arch: ArchConfig = field(default_factory=ArchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  #: run the hub repository's own code (never unless true)
+    final_revision: Optional[str] = None  #: hub revision of the last checkpoint (e.g. main), else by revision_format
+    local_dir: Optional[str] = None  #: offline stand-in: one saved checkpoint per revision, in <local_dir>/<revision>/
+    dtype: str = "float32"  #: weights as loaded (float32 keeps master weights exact under bf16-mixed)
+    text: TextConfig = field(default_factory=TextConfig)
 
     def problems(self) -> list[str]:
         out = []
@@ -97,6 +116,19 @@ class CkptConfig:
 
 
 @dataclass
+class HubSetConfig:
+    """One split of a hub dataset as a task's examples (`ftdyn.tasks.hub`)."""
+
+    path: str = ""  #: hub id, e.g. glue, SetFit/qqp
+    name: Optional[str] = None  #: dataset config, e.g. mnli
+    split: str = "train"
+    fields: dict[str, str] = field(default_factory=dict)  #: example field -> dataset column
+    label_map: dict[str, str] = field(default_factory=dict)  #: dataset label value (as text) -> label word
+    formatter: Optional[str] = None  #: named function of ftdyn.tasks.formatters applied to each example
+    fewshot_split: Optional[str] = None  #: an eval set's own demonstrations come from this split, not task train
+
+
+@dataclass
 class TaskConfig:
     """A task: where its examples come from, how it is scored, which sets it is evaluated on."""
 
@@ -111,6 +143,9 @@ class TaskConfig:
     eval_sets: dict[str, str] = field(default_factory=dict)  #: split name -> split_kind
     eval_only: bool = False  #: a probe: never trained on
     max_new_tokens: int = 60  #: generation length for kind=generation
+    data: dict[str, HubSetConfig] = field(default_factory=dict)  #: source=hub: train, validation, each eval set
+    subsample_seed: int = 42  #: source=hub: train = shuffle(seed).select(range(train_size))
+    local_dir: Optional[str] = None  #: source=hub: read <local_dir>/<path>/<name>/<split>.jsonl (else $FTDYN_DATA_DIR)
 
     def problems(self) -> list[str]:
         out = []
@@ -123,6 +158,14 @@ class TaskConfig:
                 out.append(f"task.eval_sets.{split}={kind!r}: allowed {list(SPLIT_KINDS)}")
         if self.train_size <= 0 or self.eval_size <= 0:
             out.append(f"task.train_size and task.eval_size must be > 0, got {self.train_size}, {self.eval_size}")
+        if self.source == "hub":
+            needed = [*([] if self.eval_only else ["train"]), *self.eval_sets]
+            out += [f"task {self.name}: task.data.{s} is missing: source=hub needs a hub set for every split "
+                    f"it uses ({needed})" for s in needed if s not in self.data]
+            out += [f"task.data.{s}.path is empty: name the hub dataset" for s, d in self.data.items() if not d.path]
+            out += [f"task.data.{s}.label_map maps to {word!r}, not a label word of {self.name}: "
+                    f"allowed {list(self.label_words)}" for s, d in self.data.items()
+                    for word in d.label_map.values() if word not in self.label_words]
         return out
 
 
@@ -193,7 +236,7 @@ class FewshotConfig:
         return []
 
 
-REPLAY_SOURCES = ("pretrain",)
+REPLAY_SOURCES = ("pretrain", "text")
 
 
 @dataclass
@@ -201,7 +244,7 @@ class ReplayConfig:
     """Share of each training batch drawn from pre-training text, trained with the LM loss."""
 
     rate: float = 0.0
-    source: str = "pretrain"  #: the model's own pre-training stream (tinyworld for ftdyn-built ladders)
+    source: str = "pretrain"  #: pretrain: the ladder's own stream (tinyworld); text: model.text's replay split
     seq_len: int = 64  #: tokens per replay row
 
     def problems(self) -> list[str]:
@@ -277,6 +320,18 @@ class TrainConfig:
             problems.append(f"method={self.method.name} trains a classification head, but task={self.task.name} "
                             f"is {self.task.kind}; methods allowed for it: "
                             f"{[m for m in METHODS if m not in HEAD_METHODS]}")
+        if self.model.source == "hub" and self.eval.probe:
+            problems.append(f"eval.probe=true: the world-facts probe only exists for ladder models, not "
+                            f"model.source=hub ({self.model.name}); set eval.probe=false")
+        if self.replay.rate > 0 and self.replay.source == "pretrain" and self.model.source == "hub":
+            problems.append(f"replay.source=pretrain: ftdyn has no pre-training stream of hub model "
+                            f"{self.model.name}; use replay.source=text (model.text)")
+        if self.model.source == "hub" and (self.eval.pretrain_loss or self.eval.every_n_steps) \
+                and not self.model.text.path:
+            problems.append(f"eval.pretrain_loss / eval.every_n_steps measure held-out pre-training text, "
+                            f"but model.text.path is not set for hub model {self.model.name}")
+        if self.replay.rate > 0 and self.replay.source == "text" and not self.model.text.path:
+            problems.append(f"replay.source=text but model.text.path is not set for {self.model.name}")
         if self.task.eval_only and self.method.name != "base":
             problems.append(f"task={self.task.name} is evaluation-only; use method=base "
                             f"(got method={self.method.name})")

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from ftdyn.config import PretrainConfig
+from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
 from ftdyn.world.corpus import corpus
 from ftdyn.world.entities import make_world
 
@@ -76,6 +76,40 @@ def heldout_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -
     world = make_world(pretrain.world_seed, pretrain.n_people)
     return encode_text_rows(tokenizer, corpus(world, pretrain.corpus_seed + 10_000, pretrain.heldout_docs),
                             pretrain.seq_len)
+
+
+def model_heldout_rows(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
+    """Held-out pre-training-distribution text of a model: tinyworld's for a ladder, the held-out
+    split of `model.text` (e.g. wikitext-103 test) for a hub model, none if it names no text."""
+    if model.source == "ladder":
+        return heldout_rows(model.pretrain, tokenizer)
+    if not model.text.path:
+        return []
+    return text_rows(model.text, model.text.heldout_split, tokenizer, model.text.heldout_rows, model.text.seq_len)
+
+
+def text_rows(text: TextConfig, split: str, tokenizer: PreTrainedTokenizerBase, n_rows: int,
+              seq_len: int) -> list[dict]:
+    """The first `n_rows` packed rows of a named text dataset's split (empty lines skipped),
+    tokenising documents in doubling chunks until there are enough."""
+    from ftdyn.tasks.hub import describe, load_split  # datasets is needed only here
+
+    spec = HubSetConfig(path=text.path, name=text.name, split=split)
+    ds = load_split(spec, text.local_dir)
+    if text.field not in ds.column_names:
+        raise KeyError(f"text dataset {describe(spec)} has no field {text.field!r}; its fields are "
+                       f"{ds.column_names} (set model.text.field)")
+    docs = [t for t in ds[text.field] if t and t.strip()]
+    n_docs = 256
+    while True:
+        rows = encode_text_rows(tokenizer, docs[:n_docs], seq_len)
+        if len(rows) >= n_rows or n_docs >= len(docs):
+            break
+        n_docs *= 2
+    if not rows:
+        raise ValueError(f"text dataset {describe(spec)}: its {len(docs)} non-empty documents make no "
+                         f"row of {seq_len} tokens")
+    return rows[:n_rows]
 
 
 def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:

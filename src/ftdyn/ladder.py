@@ -27,6 +27,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ftdyn import config as C
+from ftdyn import fingerprints, hub_models
 from ftdyn.data import TrainDataModule, heldout_rows, pretrain_rows
 from ftdyn.evaluate import heldout_measures, probe_accuracy
 from ftdyn.methods.module import CausalLMModule
@@ -157,11 +158,26 @@ def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer,
 
 
 def load_checkpoint(model: C.ModelConfig, step: int):
-    """The model and tokenizer of one checkpoint of the ladder."""
-    if model.source != "ladder":
-        raise NotImplementedError(f"model.source={model.source!r}: only ftdyn-built ladders load so far")
-    path = checkpoint_dir(model, step)
-    return LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+    """The model and tokenizer of one checkpoint: an ftdyn-built ladder's, or a hub model's
+    (`ftdyn.hub_models`). Either is fingerprinted into the ladder's record (`ftdyn.fingerprints`)."""
+    if model.source == "hub":
+        lm, tokenizer, revision = hub_models.load(model, step)
+    else:
+        path, revision = checkpoint_dir(model, step), f"step{step}"
+        lm, tokenizer = LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+    fingerprints.record(record_name(model), step, lm, revision)
+    return lm, tokenizer
+
+
+def record_name(model: C.ModelConfig) -> str:
+    """Which fingerprint record a model's checkpoints go to: one per built ladder, one per hub
+    repository, and one per local stand-in (so a stand-in never mixes with the real ladder)."""
+    if model.source == "ladder":
+        return ladder_dir(model).name
+    if model.local_dir:
+        where = hashlib.sha256(str(Path(model.local_dir).resolve()).encode()).hexdigest()[:8]
+        return f"{model.name}-local-{where}"
+    return model.name
 
 
 def manifest(model: C.ModelConfig) -> dict:

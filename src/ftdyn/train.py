@@ -21,8 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
-from ftdyn import ladder, results, tasks
-from ftdyn.data import heldout_rows
+from ftdyn import fingerprints, ladder, results, tasks
+from ftdyn.data import model_heldout_rows
 from ftdyn.evaluate import evaluate_stage
 from ftdyn.methods import fit
 from ftdyn.methods.inloop import InLoopEval
@@ -72,7 +72,7 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
     task = tasks.load(run.task, world, seed=run.seed)
     measure = dict(run=run, task=task, tokenizer=tokenizer, world=world,
-                   heldout=heldout_rows(run.model.pretrain, tokenizer))
+                   heldout=model_heldout_rows(run.model, tokenizer))
 
     rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure)
     facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
@@ -88,12 +88,30 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     facts["wall_s"] = round(time.time() - started, 2)
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
               "metric": name, "value": value} for name, value in facts.items()]
+    rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
+              "metric": "ckpt_identical_to_step", "value": other}  # the ladder is not what its names say
+             for other in fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)]
+    if run.model.source == "hub" and run.model.text.path:
+        _name_heldout(rows, heldout_name(run.model))
 
     base = results.run_facts(run, key)
     results.write_rows(job_dir, [{**base, **row} for row in rows])
     results.mark_done(job_dir, key)
     log.info("job %s done in %.1f s: %s", key, time.time() - started, job_dir)
     return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
+
+
+def heldout_name(model: C.ModelConfig) -> str:
+    """The eval_set of held-out pre-training text: `tinyworld_heldout` for ladders (contract 5),
+    `<text dataset>_heldout` (e.g. `wikitext_heldout`) for hub models."""
+    return "tinyworld_heldout" if model.source == "ladder" else f"{model.text.path.split('/')[-1]}_heldout"
+
+
+def _name_heldout(rows: list[dict], name: str) -> None:
+    """Evaluation names held-out rows `tinyworld_heldout`; a hub model's come from another text."""
+    for row in rows:
+        if row["eval_set"] == "tinyworld_heldout":
+            row["eval_set"] = name
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from peft import LoraConfig, get_peft_model
 
 from ftdyn import config as C
-from ftdyn.data import TrainDataModule, encode_pair, encode_prompt, pretrain_rows
+from ftdyn.data import TrainDataModule, encode_pair, encode_prompt, pretrain_rows, text_rows
 from ftdyn.methods.heads import ClassifierHead
 from ftdyn.methods.module import CausalLMModule
 
@@ -88,6 +88,8 @@ def _rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> 
 def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict]:
     """Enough pre-training rows for one epoch at the replay rate (the sampler cycles through them)."""
     n = math.ceil(run.replay.rate / (1 - run.replay.rate) * n_task) + run.method.batch_size
+    if run.replay.source == "text":  # a named text dataset (hub models: their pre-training stand-in)
+        return text_rows(run.model.text, run.model.text.replay_split, tokenizer, n, run.replay.seq_len)
     return pretrain_rows(run.model.pretrain, tokenizer, n, run.replay.seq_len)
 
 

@@ -2,7 +2,8 @@
 
 `load(task_cfg, world)` returns a `TaskData`: the train and validation examples and every
 evaluation set with its split kind. Prompts are rendered per format (`ftdyn.tasks.prompts`);
-few-shot demonstrations come from the train split only.
+few-shot demonstrations come from the train split only, or from an evaluation set's own pool
+(`EvalSet.fewshot`, hub sets with a `fewshot_split`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import dataclasses
 import random
 
 from ftdyn import config as C
+from ftdyn.tasks import hub
 from ftdyn.tasks.prompts import render, target
 from ftdyn.world.entities import World
 from ftdyn.world.tasks import example_key, generate
 
-SOURCES = ("tinyworld",)
+SOURCES = ("tinyworld", "hub")  #: hub: real datasets by name (ftdyn.tasks.hub)
 
 
 @dataclasses.dataclass
@@ -23,6 +25,7 @@ class EvalSet:
     name: str
     split_kind: str
     examples: list[dict]
+    fewshot: list[dict] = dataclasses.field(default_factory=list)  #: its own demonstrations (else task train)
 
 
 @dataclasses.dataclass
@@ -47,6 +50,10 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
     """Every split of a task; evaluation sets never repeat a train example."""
     if cfg.source not in SOURCES:
         raise KeyError(f"task {cfg.name}: task.source={cfg.source!r} is not available; allowed: {list(SOURCES)}")
+    if cfg.source == "hub":
+        train, validation, sets = hub.load_splits(cfg)
+        return TaskData(cfg, train, validation, [EvalSet(s, cfg.eval_sets[s], e, hub.fewshot_pool(cfg, s))
+                                                 for s, e in sets.items()])
     train = [] if cfg.eval_only else generate(world, cfg.name, "train", cfg.train_size, seed)
     seen = {example_key(e) for e in train}
     validation = [] if cfg.eval_only else generate(world, cfg.name, "validation", cfg.eval_size, seed, seen)
@@ -60,15 +67,18 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
     return TaskData(cfg, train, validation, eval_sets)
 
 
-def demonstrations(task: TaskData, k: int, seed: int, fmt: str) -> str:
+def demonstrations(task: TaskData, k: int, seed: int, fmt: str, eval_set: EvalSet | None = None) -> str:
     """k train examples rendered as prompt + answer lines, to prepend to every evaluated prompt.
 
-    Drawn from the train split, which shares no example with any evaluation set (`load`). A task
-    without a train split (a probe) has nothing to draw from and is evaluated zero-shot.
+    Drawn from the train split, which shares no example with any evaluation set (`load`), or,
+    for an `eval_set` with demonstrations of its own (`EvalSet.fewshot`: tulu's multiple-choice
+    sets, from each dataset's train split), from those. A task without a train split (a probe)
+    has nothing to draw from and is evaluated zero-shot.
     """
-    if k == 0 or task.cfg.eval_only:
+    own = eval_set.fewshot if eval_set is not None else []
+    if k == 0 or (task.cfg.eval_only and not own):
         return ""
-    pool = task.train
+    pool = own or task.train
     if len(pool) < k:
         raise ValueError(f"fewshot.k={k} but task {task.cfg.name} has only {len(pool)} train examples")
     demos = random.Random(seed).sample(pool, k)

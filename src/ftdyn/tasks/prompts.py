@@ -28,17 +28,31 @@ FORMATS: dict[str, dict[str, str]] = {
     "probe": {"default": "{prompt}", "io": "{prompt}", "instruct": "{prompt}"},
 }
 
+# Families only real (hub) tasks use. Kept apart from FORMATS because the tiny ladder's tokenizer
+# glossary and ladder key are built from FORMATS (`vocabulary_lines`): adding these there would
+# rebuild every ladder. QGen follows seed-methods §1.2 with the answers pre-rendered by
+# `ftdyn.tasks.formatters.qgen`; multiple-choice prompts are pre-rendered by their formatter.
+HUB_FORMATS: dict[str, dict[str, str]] = {
+    "qgen": {
+        "default": "### Input: {context}\n ### Answer: {answers}\n ### Question: ",
+        "io": "{context}{answers_plain}",
+        "instruct": "Given the context: {context} And the answer: {answers}Generate a suitable question: ",
+    },
+    "mc": {"default": "{question}", "io": "{question}", "instruct": "{question}"},
+}
+
 # Where each family keeps its answer.
-TARGET_FIELD = {"nli": "label", "para": "label", "summ": "summary", "probe": "label"}
+TARGET_FIELD = {"nli": "label", "para": "label", "summ": "summary", "probe": "label", "qgen": "question",
+                "mc": "label"}
 
 
 def render(family: str, fmt: str, example: dict) -> str:
     """The prompt of `example` in format `fmt` of `family`."""
     try:
-        template = FORMATS[family][fmt]
+        template = (FORMATS.get(family) or HUB_FORMATS[family])[fmt]
     except KeyError:
         raise KeyError(f"no prompt format {fmt!r} for task family {family!r}; "
-                       f"families: {sorted(FORMATS)}, formats: default, io, instruct") from None
+                       f"families: {sorted([*FORMATS, *HUB_FORMATS])}, formats: default, io, instruct") from None
     return template.format(**example)
 
 
