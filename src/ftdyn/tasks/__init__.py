@@ -2,13 +2,17 @@
 
 `load(task_cfg, world)` returns a `TaskData`: the train and validation examples and every
 evaluation set with its split kind. Prompts are rendered per format (`ftdyn.tasks.prompts`);
-few-shot demonstrations come from the train split only.
+few-shot demonstrations come from the train split only. `task_config(name)` reads another task
+option (`conf/task/<name>.yaml`) onto the typed schema, for cross-task evaluation and for an
+instruction set scored on another task's sets, without composing inside a running Hydra app.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+
+from omegaconf import OmegaConf
 
 from ftdyn import config as C
 from ftdyn.tasks.prompts import render, target
@@ -31,6 +35,7 @@ class TaskData:
     train: list[dict]
     validation: list[dict]
     eval_sets: list[EvalSet]
+    evaluated: TaskData | None = None  #: the task whose sets are scored instead (`task.eval_task`)
 
     def choices(self, example: dict) -> list[str]:
         """The candidate answers of a classification example: its own, or the task's label words."""
@@ -41,6 +46,18 @@ class TaskData:
 
     def target(self, example: dict) -> str:
         return target(self.cfg.family, example)
+
+
+def task_config(name: str) -> C.TaskConfig:
+    """The typed config of task option `name` (conf/task/<name>.yaml)."""
+    if name not in C.task_options():
+        raise C.ConfigError(f"unknown task {name!r}; allowed {C.task_options()} (conf/task/*.yaml)")
+    node = OmegaConf.merge(OmegaConf.structured(C.TaskConfig), OmegaConf.load(C.conf_dir() / "task" / f"{name}.yaml"))
+    cfg = OmegaConf.to_object(node)
+    problems = cfg.problems()
+    if problems:
+        raise C.ConfigError(f"conf/task/{name}.yaml:\n  - " + "\n  - ".join(problems))
+    return cfg
 
 
 def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
@@ -57,7 +74,8 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
         if not examples:
             raise ValueError(f"task {cfg.name}: evaluation set {split!r} is empty after removing train examples")
         eval_sets.append(EvalSet(split, kind, examples))
-    return TaskData(cfg, train, validation, eval_sets)
+    evaluated = load(task_config(cfg.eval_task), world, seed) if cfg.eval_task else None
+    return TaskData(cfg, train, validation, eval_sets, evaluated)
 
 
 def demonstrations(task: TaskData, k: int, seed: int, fmt: str) -> str:

@@ -1,0 +1,81 @@
+"""Per-example scores (examples.jsonl) and cross-task evaluation, on real micro-ladder jobs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conftest import MICRO
+from ftdyn import config as C
+from ftdyn.train import compose_config, train
+
+CROSS = MICRO + ["task=syn_nli", "method.max_steps=5", "eval.cross_tasks=[syn_para,syn_summ]"]
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def cross_job(micro_ladder, tmp_path_factory):
+    job_dir = tmp_path_factory.mktemp("cross")
+    metrics = train(compose_config(CROSS), job_dir)
+    return job_dir, metrics, _lines(job_dir / "results.jsonl"), _lines(job_dir / "examples.jsonl")
+
+
+def test_examples_file_holds_one_score_per_example_whose_mean_is_the_row(cross_job):
+    job_dir, _, rows, examples = cross_job
+    assert (job_dir / "done").is_file()
+    columns = ("eval_set", "split_kind", "stage", "prompt", "metric")
+    value = {tuple(r[c] for c in columns): r["value"] for r in rows}
+    scored = {k for k in value if k[4] in ("acc", "acc_norm", "rougeL")}
+    assert {tuple(e[c] for c in columns) for e in examples} == scored  # every such row, and only those
+    for e in examples:
+        assert set(e) == {"run_key", *columns, "scores"} and e["run_key"] == rows[0]["run_key"]
+        assert math.fsum(e["scores"]) / len(e["scores"]) == pytest.approx(value[tuple(e[c] for c in columns)], abs=1e-12)
+    sizes = {(e["eval_set"], e["metric"]): len(e["scores"]) for e in examples}
+    assert sizes[("test", "acc")] == 60 and sizes[("syn_para/test", "acc")] == 300  # syn_para's own eval_size
+    assert sizes[("syn_summ/test", "rougeL")] == 200
+    assert all(s in (0.0, 1.0) for e in examples if e["metric"] == "acc" for s in e["scores"])
+    assert not any("scores" in r for r in rows)  # results.jsonl keeps the contract's columns
+
+
+def test_cross_tasks_are_scored_before_and_after_on_their_in_domain_sets(cross_job):
+    _, metrics, rows, _ = cross_job
+    cross = {(r["stage"], r["eval_set"], r["metric"]) for r in rows if r["split_kind"] == "cross_task"}
+    assert cross == {(stage, s, m) for stage in ("before", "after")
+                     for s, m in (("syn_para/test", "acc"), ("syn_summ/test", "rougeL"))}
+    assert 0.0 <= metrics["after/syn_summ/test/rougeL"] <= 1.0
+    assert 0.0 < metrics["before/syn_para/test/acc"] < 1.0
+
+
+def test_head_methods_score_cross_tasks_with_the_language_model(micro_ladder, tmp_path):
+    """lp trains only its head: the LM is unchanged, so with the same demonstrations before and
+    after, a cross-task set (read from the LM's label logits) scores exactly the same."""
+    metrics = train(compose_config(MICRO + ["method=lp", "method.max_steps=3", "fewshot.k_after=4",
+                                            "eval.cross_tasks=[syn_para]", "eval.probe=false"]), tmp_path)
+    assert metrics["after/syn_para/test/acc"] == metrics["before/syn_para/test/acc"]
+
+
+def test_unknown_cross_task_is_a_config_error_listing_the_options():
+    with pytest.raises(C.ConfigError) as err:
+        C.to_typed(compose_config(MICRO + ["eval.cross_tasks=[syn_para,mnlii]"]))
+    message = str(err.value)
+    assert "eval.cross_tasks" in message and "mnlii" in message and "syn_summ" in message
+    assert "syn_para'" not in message.split("unknown")[1].split(";")[0]  # only the bad name is reported
+
+
+def test_unknown_label_scoring_is_a_config_error():
+    with pytest.raises(C.ConfigError, match=r"eval.label_scoring='logits'.*first_token.*constrained"):
+        C.to_typed(compose_config(MICRO + ["eval.label_scoring=logits"]))
+
+
+def test_another_task_option_loads_onto_the_typed_schema():
+    from ftdyn.tasks import task_config
+
+    summ = task_config("syn_summ")
+    assert isinstance(summ, C.TaskConfig) and summ.kind == "generation" and summ.max_new_tokens == 24
+    with pytest.raises(C.ConfigError, match=r"unknown task 'nope'.*syn_nli"):
+        task_config("nope")
