@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftdyn.data import IGNORE, collate
 from ftdyn.methods.heads import ClassifierHead, last_token_features
-from ftdyn.metrics import agreement, calibration, fit_temperature, forgetting
+from ftdyn.metrics import agreement, calibration, choice_predictions, fit_temperature, forgetting
 from ftdyn.scoring import (FORMS, choice_logits, choice_loglik, constrained_choice, device_of, first_token_ids,
                            generate, per_prompt, rouge_l)
 from ftdyn.tasks import EvalSet, TaskData, demonstrations
@@ -170,11 +170,9 @@ def _multiple_choice_rows(model, stage, fmt, demos, run, task: TaskData, tokeniz
 
     rows = []
     for es in task.eval_sets:
-        sums, golds = loglik(model, es.examples), _golds(task, es.examples)
-        lengths = [torch.tensor([len(c) for c in task.choices(e)], dtype=torch.float64) for e in es.examples]
-        predicted = torch.stack([s.argmax() for s in sums])
-        normalised = torch.stack([(s / n).argmax() for s, n in zip(sums, lengths)])
-        base_predicted = predicted if base is None else torch.stack([s.argmax() for s in loglik(base, es.examples)])
+        choices, golds = [task.choices(e) for e in es.examples], _golds(task, es.examples)
+        predicted, normalised = choice_predictions(loglik(model, es.examples), choices)
+        base_predicted = predicted if base is None else choice_predictions(loglik(base, es.examples), choices)[0]
         rows += [scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()),
                  scored_row(es.name, es.split_kind, stage, fmt, "acc_norm", (normalised == golds).tolist()),
                  result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted))]
