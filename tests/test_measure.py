@@ -79,3 +79,52 @@ def test_another_task_option_loads_onto_the_typed_schema():
     assert isinstance(summ, C.TaskConfig) and summ.kind == "generation" and summ.max_new_tokens == 24
     with pytest.raises(C.ConfigError, match=r"unknown task 'nope'.*syn_nli"):
         task_config("nope")
+
+
+def test_syn_nli_job_writes_accuracy_calibration_agreement_and_forgetting_before_and_after(cross_job):
+    _, metrics, _, _ = cross_job
+    for stage in ("before", "after"):
+        for metric in ("acc", "ece", "mce", "ece_ts", "mce_ts", "temperature", "acc_vs_base"):
+            assert f"{stage}/test/{metric}" in metrics
+        for metric in ("forget_ce", "forget_kl", "pretrain_loss"):
+            assert f"{stage}/tinyworld_heldout/{metric}" in metrics
+    assert metrics["before/test/acc_vs_base"] == 1.0 and metrics["before/tinyworld_heldout/forget_kl"] == 0.0
+    assert metrics["after/tinyworld_heldout/forget_kl"] > 0.0
+
+
+def test_constrained_label_scoring_writes_accuracy_and_agreement_but_no_calibration(micro_ladder, tmp_path):
+    metrics = train(compose_config(MICRO + ["task=syn_para", "task.eval_size=16", "method.max_steps=3",
+                                            "eval.label_scoring=constrained", "eval.probe=false"]), tmp_path)
+    for stage in ("before", "after"):
+        assert 0.0 <= metrics[f"{stage}/test/acc"] <= 1.0 and f"{stage}/test/acc_vs_base" in metrics
+        assert not any(k.startswith(f"{stage}/test/") and k.split("/")[-1].startswith(("ece", "mce", "temp"))
+                       for k in metrics)
+    assert metrics["before/test/acc_vs_base"] == 1.0
+    examples = _lines(tmp_path / "examples.jsonl")
+    assert {len(e["scores"]) for e in examples if e["eval_set"] == "test"} == {16}
+
+
+def test_multiple_choice_job_writes_acc_and_acc_norm_before_and_after(micro_ladder, tmp_path):
+    """syn_mc by log-likelihood, fine-tuned by SFT on the correct continuations."""
+    metrics = train(compose_config(MICRO + ["task=syn_mc", "task.train_size=200", "task.eval_size=40", "fewshot.k=0",
+                                            "eval.probe=false", "method.lr=3e-3", "method.epochs=2"]), tmp_path)
+    rows = _lines(tmp_path / "results.jsonl")
+    for stage in ("before", "after"):
+        for split, kind in (("test", "in_domain"), ("ood_templates", "out_of_domain")):
+            for metric in ("acc", "acc_norm", "acc_vs_base"):
+                assert any(r["stage"] == stage and r["eval_set"] == split and r["split_kind"] == kind
+                           and r["metric"] == metric for r in rows)
+    assert metrics["before/test/acc_vs_base"] == 1.0 and metrics["after/test/acc_vs_base"] < 1.0
+    examples = {(e["stage"], e["eval_set"], e["metric"]) for e in _lines(tmp_path / "examples.jsonl")}
+    assert ("after", "test", "acc_norm") in examples
+
+
+def test_instruction_set_trains_on_instructions_and_is_scored_on_multiple_choice_sets(micro_ladder, tmp_path):
+    metrics = train(compose_config(MICRO + ["task=syn_instruct", "method.max_steps=3", "fewshot.k=0",
+                                            "eval.probe=false", "eval.pretrain_loss=false"]), tmp_path)
+    assert metrics["run/run/train_steps"] == 3
+    for stage in ("before", "after"):
+        assert {f"{stage}/{s}/{m}" for s in ("test", "ood_templates") for m in ("acc", "acc_norm")} <= set(metrics)
+    assert not any("rougeL" in k for k in metrics)
+    examples = _lines(tmp_path / "examples.jsonl")
+    assert {len(e["scores"]) for e in examples} == {60}  # task.eval_size applies to the sets it is scored on

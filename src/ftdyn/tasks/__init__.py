@@ -74,7 +74,9 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
         if not examples:
             raise ValueError(f"task {cfg.name}: evaluation set {split!r} is empty after removing train examples")
         eval_sets.append(EvalSet(split, kind, examples))
-    evaluated = load(task_config(cfg.eval_task), world, seed) if cfg.eval_task else None
+    # the sets an instruction set is scored on are its evaluation sets: its eval_size applies
+    evaluated = (load(dataclasses.replace(task_config(cfg.eval_task), eval_size=cfg.eval_size), world, seed)
+                 if cfg.eval_task else None)
     return TaskData(cfg, train, validation, eval_sets, evaluated)
 
 
