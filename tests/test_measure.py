@@ -128,3 +128,12 @@ def test_instruction_set_trains_on_instructions_and_is_scored_on_multiple_choice
     assert not any("rougeL" in k for k in metrics)
     examples = _lines(tmp_path / "examples.jsonl")
     assert {len(e["scores"]) for e in examples} == {60}  # task.eval_size applies to the sets it is scored on
+
+
+def test_cross_task_without_in_domain_sets_is_refused_and_an_instruction_set_means_its_mc_sets():
+    from ftdyn.tasks import load_cross_task
+    from ftdyn.world.entities import make_world
+
+    with pytest.raises(C.ConfigError, match=r"eval.cross_tasks: task 'syn_probe' has no in_domain"):
+        load_cross_task("syn_probe", make_world(0))
+    assert load_cross_task("syn_instruct", make_world(0)).cfg.name == "syn_mc"

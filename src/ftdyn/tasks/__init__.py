@@ -80,6 +80,17 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
     return TaskData(cfg, train, validation, eval_sets, evaluated)
 
 
+def load_cross_task(name: str, world: World, seed: int = 0) -> TaskData:
+    """Task option `name` for cross-task evaluation: the task whose in-domain sets are scored (an
+    instruction set's `eval_task`), which must have some."""
+    task = load(task_config(name), world, seed)
+    task = task.evaluated or task
+    if not any(es.split_kind == "in_domain" for es in task.eval_sets):
+        raise C.ConfigError(f"eval.cross_tasks: task {name!r} has no in_domain evaluation set to score "
+                            f"(its sets: {[(es.name, es.split_kind) for es in task.eval_sets]})")
+    return task
+
+
 def demonstrations(task: TaskData, k: int, seed: int, fmt: str) -> str:
     """k train examples rendered as prompt + answer lines, to prepend to every evaluated prompt.
 
