@@ -34,7 +34,8 @@ def test_examples_file_holds_one_score_per_example_whose_mean_is_the_row(cross_j
     assert {tuple(e[c] for c in columns) for e in examples} == scored  # every such row, and only those
     for e in examples:
         assert set(e) == {"run_key", *columns, "scores"} and e["run_key"] == rows[0]["run_key"]
-        assert math.fsum(e["scores"]) / len(e["scores"]) == pytest.approx(value[tuple(e[c] for c in columns)], abs=1e-12)
+        mean = math.fsum(e["scores"]) / len(e["scores"])
+        assert mean == pytest.approx(value[tuple(e[c] for c in columns)], abs=1e-12)
     sizes = {(e["eval_set"], e["metric"]): len(e["scores"]) for e in examples}
     assert sizes[("test", "acc")] == 60 and sizes[("syn_para/test", "acc")] == 300  # syn_para's own eval_size
     assert sizes[("syn_summ/test", "rougeL")] == 200

@@ -153,9 +153,9 @@ def _constrained_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, 
 
     rows = []
     for es in task.eval_sets:
-        predicted = predict(model, es.examples)
+        predicted, golds = predict(model, es.examples), _golds(task, es.examples)
         base_predicted = predicted if base is None else predict(base, es.examples)
-        rows += [scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == _golds(task, es.examples)).tolist()),
+        rows += [scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()),
                  result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted))]
     return rows
 

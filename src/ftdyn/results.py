@@ -71,7 +71,8 @@ def write_examples(job_dir: Path, key: str, rows: list[dict]) -> Path:
     """examples.jsonl: the per-example scores of every row that has them (acc, acc_norm, rougeL),
     one object per row, so the report can bootstrap confidence intervals."""
     path = job_dir / "examples.jsonl"
-    lines = [{"run_key": key, **{c: r[c] for c in EXAMPLE_COLUMNS}, "scores": r["scores"]} for r in rows if "scores" in r]
+    lines = [{"run_key": key, **{c: r[c] for c in EXAMPLE_COLUMNS}, "scores": r["scores"]}
+             for r in rows if "scores" in r]
     write_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
     return path
 
