@@ -77,7 +77,7 @@ def _constrained_by_hand(model, tokenizer, prompt: str, words: list[str]) -> int
 
 def test_constrained_decoding_matches_step_by_step_greedy_over_label_tokens(micro):
     model, tokenizer = micro
-    prompts, choices = _nli_prompts(8)
+    prompts, choices = _nli_prompts(5)
     want = [_constrained_by_hand(model, tokenizer, p, c) for p, c in zip(prompts, choices)]
     assert constrained_choice(model, tokenizer, prompts, choices, batch_size=8) == want
     assert constrained_choice(model, tokenizer, prompts, choices, batch_size=1) == want
@@ -85,7 +85,7 @@ def test_constrained_decoding_matches_step_by_step_greedy_over_label_tokens(micr
         label_sequences(tokenizer, ["no", " no"])
 
 
-def _mc_rows(n: int = 10):
+def _mc_rows(n: int = 6):
     task = load(task_config("syn_mc"), make_world(0))
     examples = task.eval_sets[0].examples[:n]
     demos = demonstrations(task, 2, 0, "default")
