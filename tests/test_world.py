@@ -116,3 +116,38 @@ def test_probe_covers_every_fact_with_its_candidates():
     for item in items:
         assert item["label"] in item["choices"]
         assert item["prompt"].split()[0] in world.people
+
+
+def test_multiple_choice_asks_train_and_evaluation_about_disjoint_true_facts():
+    from ftdyn.world.entities import JOB_RULES
+
+    world = make_world(0)
+
+    def subjects(split):
+        examples = generate(world, "syn_mc", split, 300)
+        for e in examples:
+            assert len(e["choices"]) == 4 and len(set(e["choices"])) == 4 and e["answer"] in e["choices"]
+        named = {w.rstrip("?") for e in examples for w in e["question"].split()}
+        return examples, named & (set(world.people) | set(JOB_RULES))
+
+    train, seen = subjects("train")
+    test, asked = subjects("test")
+    assert seen and asked and not seen & asked
+    for e in test:  # the answer is the world's fact
+        person = next((p for p in world.people if p in e["question"].split() or f"{p}?" in e["question"]), None)
+        if person is not None:
+            assert any(e["answer"].endswith(" " + world.facts[person][a]) for a in world.facts[person])
+    assert len({len(c) for e in test for c in e["choices"]}) > 3  # choices of many lengths
+    with pytest.raises(KeyError, match="unseen people"):
+        generate(world, "syn_mc", "ood_entities", 10)
+
+
+def test_instructions_never_state_false_facts_about_the_worlds_people():
+    world = make_world(0)
+    for e in generate(world, "syn_instruct", "train", 500):
+        for person in world.people:
+            for attribute, value in world.facts[person].items():
+                for other in VALUES[attribute]:
+                    if other != value:
+                        assert f"{person} lives in {other}." not in e["response"]
+                        assert f"{person} is a {other} " not in e["response"] + " "

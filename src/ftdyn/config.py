@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
@@ -24,12 +25,24 @@ LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")
 PROBE_FIELDS = ("probe_lr", "probe_epochs")
 PROMPT_FORMATS = ("default", "io", "instruct")
 TASK_KINDS = ("classification", "generation", "multiple_choice")
-SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain")
+SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain", "cross_task")
+LABEL_SCORINGS = ("first_token", "first_token_space", "constrained")
 MODEL_SOURCES = ("ladder", "hub")
 
 
 class ConfigError(ValueError):
     """One or more config values are not allowed; the message lists every problem."""
+
+
+def conf_dir() -> Path:
+    """`conf/` inside an installed wheel, else the repository's `conf/` beside `src/`."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def task_options() -> list[str]:
+    """The task options: one `conf/task/<name>.yaml` each."""
+    return sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
 
 
 @dataclass
@@ -146,12 +159,17 @@ class TaskConfig:
     data: dict[str, HubSetConfig] = field(default_factory=dict)  #: source=hub: train, validation, each eval set
     subsample_seed: int = 42  #: source=hub: train = shuffle(seed).select(range(train_size))
     local_dir: Optional[str] = None  #: source=hub: read <local_dir>/<path>/<name>/<split>.jsonl (else $FTDYN_DATA_DIR)
+    #: score on this task option's evaluation sets instead of own ones (an instruction set
+    #: evaluated on multiple-choice sets, as Tulu on ARC); its demonstrations come from that task
+    eval_task: Optional[str] = None
 
     def problems(self) -> list[str]:
         out = []
         if self.kind not in TASK_KINDS:
             out.append(f"task.kind={self.kind!r}: allowed {list(TASK_KINDS)}")
-        if not self.eval_sets:
+        if self.eval_task is not None and self.eval_task not in task_options():
+            out.append(f"task.eval_task={self.eval_task!r}: allowed {task_options()} (conf/task/*.yaml)")
+        if not self.eval_sets and self.eval_task is None:
             out.append(f"task {self.name}: task.eval_sets is empty")
         for split, kind in self.eval_sets.items():
             if kind not in SPLIT_KINDS:
@@ -266,11 +284,22 @@ class EvalConfig:
     probe: bool = True  #: knowledge cloze on world facts (split_kind=probe)
     pretrain_loss: bool = True  #: LM loss and forgetting on held-out pre-training text (split_kind=pretrain)
     every_n_steps: int = 0  #: also record train loss and forgetting every N optimiser steps (0: never)
+    #: other task options whose in-domain sets every stage also scores (split_kind=cross_task)
+    cross_tasks: list[str] = field(default_factory=list)
+    #: how classification reads the LM: first_token (logsumexp over the label's first sub-token with
+    #: and without a leading space), first_token_space (" label" only) or constrained (greedy
+    #: decoding restricted to the label words: acc and acc_vs_base, no calibration)
+    label_scoring: str = "first_token"
 
     def problems(self) -> list[str]:
         out = [f"eval.batch_size={self.batch_size}: must be > 0"] if self.batch_size <= 0 else []
         if self.every_n_steps < 0:
             out.append(f"eval.every_n_steps={self.every_n_steps}: must be >= 0 (0: never)")
+        if self.label_scoring not in LABEL_SCORINGS:
+            out.append(f"eval.label_scoring={self.label_scoring!r}: allowed {list(LABEL_SCORINGS)}")
+        unknown = [t for t in self.cross_tasks if t not in task_options()]
+        if unknown:
+            out.append(f"eval.cross_tasks: unknown task(s) {unknown}; allowed {task_options()} (conf/task/*.yaml)")
         return out
 
 

@@ -1,111 +1,31 @@
-"""Measurements: classification by label logits, greedy generation + Rouge-L, held-out LM loss.
+"""Measurements of one stage: task sets, cross-task sets, the knowledge probe, held-out LM loss.
 
-Batches are sorted by length and left-padded with explicit position ids, so each row sees the
-same positions it would alone and the scores do not depend on the batch size. Classification
-reads one forward pass per batch at the last prompt position (Amuro & Char's TokenProb,
-seed-methods.md §1.5): the predicted label is the candidate whose first sub-token has the
-highest logit.
+How answers are read (label logits, constrained decoding, choice log-likelihood, generation)
+lives in `ftdyn.scoring`; this module turns them into result rows. Rows of the per-example
+metrics (acc, acc_norm, rougeL) carry their `scores` (one per example, in the set's order), whose
+mean is the row's value; `train` writes them to examples.jsonl and drops them from results.jsonl.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from rouge_score import rouge_scorer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ftdyn.data import IGNORE, collate, completion_text
+from ftdyn.data import IGNORE, collate
 from ftdyn.methods.heads import ClassifierHead, last_token_features
-from ftdyn.metrics import agreement, calibration, fit_temperature, forgetting
-from ftdyn.tasks import TaskData, demonstrations
+from ftdyn.metrics import agreement, calibration, choice_predictions, fit_temperature, forgetting
+from ftdyn.scoring import (FORMS, choice_logits, choice_loglik, constrained_choice, device_of, first_token_ids,
+                           generate, per_prompt, rouge_l)
+from ftdyn.tasks import EvalSet, TaskData, demonstrations
 from ftdyn.world.tasks import probe_items
 
-
-def first_token_ids(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> list[int]:
-    """The first sub-token of each word as it follows a prompt; they must all differ."""
-    ids = [tokenizer(completion_text(w), add_special_tokens=False)["input_ids"][0] for w in words]
-    if len(set(ids)) != len(ids):
-        tokens = [tokenizer.convert_ids_to_tokens(i) for i in ids]
-        raise ValueError(f"label words {list(words)} share first sub-tokens {tokens}: "
-                         "label-logit scoring cannot tell them apart")
-    return ids
-
-
-def _left_padded(token_lists: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(t) for t in token_lists)
-    ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, t in enumerate(token_lists):
-        ids[i, width - len(t):] = torch.tensor(t)
-        mask[i, width - len(t):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-
-
-def _length_sorted_batches(token_lists: Sequence[list[int]], batch_size: int):
-    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
-
-
-def _device(model: PreTrainedModel) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def _per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                batch_size: int, run_batch) -> list:
-    """`run_batch(batch)` -> one output per row, over length-sorted, left-padded batches of
-    `prompts`; the outputs come back in the prompts' order."""
-    encoded = [tokenizer(p.rstrip(), add_special_tokens=False)["input_ids"] for p in prompts]
-    out: list = [None] * len(prompts)
-    model.eval()
-    for idx in _length_sorted_batches(encoded, batch_size):
-        batch = _left_padded([encoded[i] for i in idx], tokenizer.pad_token_id)
-        outputs = run_batch({k: v.to(_device(model)) for k, v in batch.items()})
-        for row, i in enumerate(idx):
-            out[i] = outputs[row]
-    return out
-
-
-def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                  choices: Sequence[Sequence[str]], batch_size: int = 64) -> list[torch.Tensor]:
-    """Per prompt, the last-position logits of each of its choices' first sub-tokens."""
-    candidates = [first_token_ids(tokenizer, c) for c in choices]
-    last = _per_prompt(model, tokenizer, prompts, batch_size,
-                       lambda b: model(**b, logits_to_keep=1).logits[:, -1].float().cpu())
-    return [logits[ids] for logits, ids in zip(last, candidates)]
-
-
-def head_logits(model: PreTrainedModel, head: ClassifierHead, tokenizer: PreTrainedTokenizerBase,
-                prompts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
-    """Per prompt, the classification head's logits on its last-token feature."""
-    return _per_prompt(model, tokenizer, prompts, batch_size,
-                       lambda b: head(last_token_features(model, **b)).float().cpu())
-
-
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-             max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy continuations (KV cache), cut at the end-of-text token and the first newline."""
-
-    def continue_batch(batch: dict[str, torch.Tensor]) -> list[str]:
-        inputs = {k: v for k, v in batch.items() if k != "position_ids"}  # generate derives them from the mask
-        new = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(new[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [text.split("\n")[0].strip() for text in texts]
-
-    return _per_prompt(model, tokenizer, prompts, batch_size, continue_batch)
-
-
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-
-
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """Rouge-L F-measure per example (rouge-score, stemmed)."""
-    return [_ROUGE.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+__all__ = ["choice_logits", "first_token_ids", "generate", "rouge_l", "evaluate_stage", "heldout_measures",
+           "probe_accuracy", "result_row"]
+CROSS_METRICS = ("acc", "rougeL")  #: what a cross-task set reports (contract 2)
 
 
 def result_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str,
@@ -115,22 +35,42 @@ def result_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | 
             "metric": metric, "value": value}
 
 
+def scored_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str,
+               scores: Sequence[float]) -> dict:
+    """A row whose value is the mean of per-example `scores`, which it carries along."""
+    scores = [float(s) for s in scores]
+    return {**result_row(eval_set, split_kind, stage, prompt, metric, math.fsum(scores) / len(scores)),
+            "scores": scores}
+
+
+def head_logits(model: PreTrainedModel, head: ClassifierHead, tokenizer: PreTrainedTokenizerBase,
+                prompts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
+    """Per prompt, the classification head's logits on its last-token feature."""
+    return per_prompt(model, tokenizer, prompts, batch_size,
+                      lambda b, _: head(last_token_features(model, **b)).float().cpu())
+
+
 def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskData, tokenizer, world,
                    heldout: Sequence[dict], head: ClassifierHead | None = None,
-                   base: PreTrainedModel | None = None) -> list[dict]:
-    """Result rows of one stage: every eval set in every eval format, the probe, forgetting.
+                   base: PreTrainedModel | None = None, cross: Sequence[TaskData] = ()) -> list[dict]:
+    """Result rows of one stage: every eval set in every eval format, the cross-task sets, the
+    probe, forgetting.
 
     `base` is the checkpoint before fine-tuning (None: `model` is the base itself, so it agrees
     with itself and has forgotten nothing). With a `head`, the task's sets are scored by it; the
-    probe always reads label logits, so it measures what the language model itself still knows.
+    probe and the `cross` tasks' sets always read the language model (label logits, likelihood or
+    generation): the head was fitted to this task's labels only. A task with an `evaluated` task
+    (an instruction set) is scored on that task's sets, demonstrations from its train split.
+    k demonstrations precede every prompt, drawn from the train split of the task being scored.
     """
     rows = []
+    scored = task.evaluated or task
     for fmt in run.prompt.eval:
-        demos = demonstrations(task, k, run.fewshot.seed, fmt)
-        if task.cfg.kind == "classification":
-            rows += _classification_rows(model, stage, fmt, demos, run, task, tokenizer, head, base)
-        else:
-            rows += _generation_rows(model, stage, fmt, demos, run, task, tokenizer)
+        for view, demos in _demonstration_groups(scored, k, run.fewshot.seed, fmt):
+            rows += _task_rows(model, stage, fmt, demos, run, view, tokenizer, head, base)
+        for other in cross:
+            rows += _cross_task_rows(model, stage, fmt, demonstrations(other, k, run.fewshot.seed, fmt), run,
+                                     other, tokenizer)
     if run.eval.probe:
         rows.append(_probe_row(model, stage, tokenizer, world, run.eval.batch_size))
     if run.eval.pretrain_loss:
@@ -138,14 +78,51 @@ def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskDa
     return rows
 
 
-def _scores(model, head, task: TaskData, tokenizer, examples: list[dict], fmt: str, demos: str, batch: int):
-    """Logits over the task's labels for each example, and the gold label indices."""
-    prompts = [task.prompt(e, fmt, demos) for e in examples]
-    choices = [task.choices(e) for e in examples]
+def _demonstration_groups(task: TaskData, k: int, seed: int, fmt: str):
+    """(task view, demonstrations) pairs: the sets that draw demonstrations from the task's train
+    split together (with the validation split), and each set with its own pool (`EvalSet.fewshot`,
+    e.g. tulu's ARC) alone, with demonstrations from that pool."""
+    shared = [es for es in task.eval_sets if not es.fewshot]
+    if shared:
+        yield TaskData(task.cfg, task.train, task.validation, shared), demonstrations(task, k, seed, fmt)
+    for es in task.eval_sets:
+        if es.fewshot:
+            yield TaskData(task.cfg, task.train, [], [es]), demonstrations(task, k, seed, fmt, es)
+
+
+def _task_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, head, base) -> list[dict]:
+    if task.cfg.kind == "classification":
+        return _classification_rows(model, stage, fmt, demos, run, task, tokenizer, head, base)
+    if task.cfg.kind == "multiple_choice":
+        return _multiple_choice_rows(model, stage, fmt, demos, run, task, tokenizer, base)
+    return _generation_rows(model, stage, fmt, demos, run, task, tokenizer)
+
+
+def _cross_task_rows(model, stage, fmt, demos, run, other: TaskData, tokenizer) -> list[dict]:
+    """acc or rougeL of `other`'s in-domain sets, named `<task>/<split>`, split_kind cross_task."""
+    sets = [EvalSet(f"{other.cfg.name}/{es.name}", "cross_task", es.examples)
+            for es in other.eval_sets if es.split_kind == "in_domain"]
+    view = TaskData(other.cfg, other.train, [], sets)  # no validation: no temperature to fit
+    rows = _task_rows(model, stage, fmt, demos, run, view, tokenizer, None, None)
+    return [r for r in rows if r["metric"] in CROSS_METRICS]
+
+
+def _prompts(task: TaskData, examples: list[dict], fmt: str, demos: str) -> list[str]:
+    return [task.prompt(e, fmt, demos) for e in examples]
+
+
+def _golds(task: TaskData, examples: list[dict]) -> torch.Tensor:
+    return torch.tensor([task.choices(e).index(task.target(e)) for e in examples])
+
+
+def _scores(model, head, task: TaskData, tokenizer, examples: list[dict], fmt: str, demos: str, run):
+    """Scores over the task's labels for each example (head logits, or label logits by
+    `eval.label_scoring`), and the gold label indices."""
+    prompts, batch = _prompts(task, examples, fmt, demos), run.eval.batch_size
     scores = (head_logits(model, head, tokenizer, prompts, batch) if head is not None
-              else choice_logits(model, tokenizer, prompts, choices, batch))
-    golds = torch.tensor([c.index(task.target(e)) for c, e in zip(choices, examples)])
-    return _pad_choices(scores), golds
+              else choice_logits(model, tokenizer, prompts, [task.choices(e) for e in examples], batch,
+                                 FORMS[run.eval.label_scoring]))
+    return _pad_choices(scores), _golds(task, examples)
 
 
 def _pad_choices(scores: list[torch.Tensor]) -> torch.Tensor:
@@ -156,20 +133,24 @@ def _pad_choices(scores: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _classification_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, head, base) -> list[dict]:
-    """acc, calibration before and after temperature scaling (fitted on validation), acc_vs_base."""
-    batch = run.eval.batch_size
+    """acc, calibration before and after temperature scaling (fitted on validation), acc_vs_base.
+
+    Constrained decoding (without a head) gives predictions but no scores: acc and acc_vs_base only.
+    """
+    if head is None and run.eval.label_scoring == "constrained":
+        return _constrained_rows(model, stage, fmt, demos, run, task, tokenizer, base)
     temperature = None
     if task.validation:
-        val_logits, val_golds = _scores(model, head, task, tokenizer, task.validation, fmt, demos, batch)
+        val_logits, val_golds = _scores(model, head, task, tokenizer, task.validation, fmt, demos, run)
         temperature = fit_temperature(val_logits, val_golds)
     rows = []
     for es in task.eval_sets:
-        logits, golds = _scores(model, head, task, tokenizer, es.examples, fmt, demos, batch)
+        logits, golds = _scores(model, head, task, tokenizer, es.examples, fmt, demos, run)
         predicted = logits.argmax(-1)
         base_predicted = predicted if base is None else _scores(base, None, task, tokenizer, es.examples, fmt,
-                                                                  demos, batch)[0].argmax(-1)
-        values = {"acc": float((predicted == golds).double().mean()), **calibration(logits, golds),
-                  "acc_vs_base": agreement(predicted, base_predicted)}
+                                                                  demos, run)[0].argmax(-1)
+        rows.append(scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()))
+        values = {**calibration(logits, golds), "acc_vs_base": agreement(predicted, base_predicted)}
         if temperature is not None:
             scaled = calibration(logits, golds, temperature)
             values |= {"ece_ts": scaled["ece"], "mce_ts": scaled["mce"], "temperature": temperature}
@@ -177,25 +158,64 @@ def _classification_rows(model, stage, fmt, demos, run, task: TaskData, tokenize
     return rows
 
 
-def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -> list[dict]:
+def _constrained_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, base) -> list[dict]:
+    def predict(model_, examples):
+        return torch.tensor(constrained_choice(model_, tokenizer, _prompts(task, examples, fmt, demos),
+                                               [task.choices(e) for e in examples], run.eval.batch_size))
+
     rows = []
     for es in task.eval_sets:
-        prompts = [task.prompt(e, fmt, demos) for e in es.examples]
-        outputs = generate(model, tokenizer, prompts, task.cfg.max_new_tokens, run.eval.batch_size)
-        scores = rouge_l(outputs, [task.target(e) for e in es.examples])
-        rows.append(result_row(es.name, es.split_kind, stage, fmt, "rougeL", sum(scores) / len(scores)))
+        predicted, golds = predict(model, es.examples), _golds(task, es.examples)
+        base_predicted = predicted if base is None else predict(base, es.examples)
+        rows += [scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()),
+                 result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted))]
     return rows
 
 
-def probe_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> float:
-    """Share of the world's facts the model completes correctly (cloze over each attribute's values)."""
+def _multiple_choice_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, base) -> list[dict]:
+    """acc (argmax of each choice's summed log-likelihood), acc_norm (of the sum divided by the
+    choice's length in characters, as lm-eval-harness), acc_vs_base (on acc's predictions)."""
+
+    def loglik(model_, examples):
+        return choice_loglik(model_, tokenizer, _prompts(task, examples, fmt, demos),
+                             [task.choices(e) for e in examples], run.eval.batch_size)
+
+    rows = []
+    for es in task.eval_sets:
+        choices, golds = [task.choices(e) for e in es.examples], _golds(task, es.examples)
+        predicted, normalised = choice_predictions(loglik(model, es.examples), choices)
+        base_predicted = predicted if base is None else choice_predictions(loglik(base, es.examples), choices)[0]
+        rows += [scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()),
+                 scored_row(es.name, es.split_kind, stage, fmt, "acc_norm", (normalised == golds).tolist()),
+                 result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted))]
+    return rows
+
+
+def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -> list[dict]:
+    rows = []
+    for es in task.eval_sets:
+        outputs = generate(model, tokenizer, _prompts(task, es.examples, fmt, demos), task.cfg.max_new_tokens,
+                           run.eval.batch_size)
+        scores = rouge_l(outputs, [task.target(e) for e in es.examples])
+        rows.append(scored_row(es.name, es.split_kind, stage, fmt, "rougeL", scores))
+    return rows
+
+
+def probe_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> list[int]:
+    """Per fact of the world, 1 if the model completes it correctly (cloze over its attribute's values)."""
     items = probe_items(world)
     scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch_size)
-    return sum(int(s.argmax()) == i["choices"].index(i["label"]) for s, i in zip(scores, items)) / len(items)
+    return [int(int(s.argmax()) == i["choices"].index(i["label"])) for s, i in zip(scores, items)]
+
+
+def probe_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> float:
+    """Share of the world's facts the model completes correctly."""
+    hits = probe_hits(model, tokenizer, world, batch_size)
+    return sum(hits) / len(hits)
 
 
 def _probe_row(model, stage: str, tokenizer, world, batch: int) -> dict:
-    return result_row("world_facts", "probe", stage, None, "acc", probe_accuracy(model, tokenizer, world, batch))
+    return scored_row("world_facts", "probe", stage, None, "acc", probe_hits(model, tokenizer, world, batch))
 
 
 @torch.no_grad()
@@ -208,7 +228,7 @@ def heldout_measures(model, base, heldout: Sequence[dict], pad_id: int, batch_si
     for model_ in filter(None, (model, base)):
         model_.eval()
     for start in range(0, len(heldout), batch_size):
-        batch = {k: v.to(_device(model)) for k, v in collate(heldout[start:start + batch_size], pad_id).items()}
+        batch = {k: v.to(device_of(model)) for k, v in collate(heldout[start:start + batch_size], pad_id).items()}
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         logits = model(**inputs).logits[:, :-1].float()
         base_logits = logits if base is None else base(**inputs).logits[:, :-1].float()

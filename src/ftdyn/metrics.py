@@ -88,3 +88,13 @@ def forgetting(base_logits: torch.Tensor, tuned_logits: torch.Tensor, mask: torc
 def agreement(predictions: torch.Tensor, reference: torch.Tensor) -> float:
     """Share of examples where two models predict the same answer (acc_vs_base)."""
     return float((predictions == reference).double().mean())
+
+
+def choice_predictions(loglik: list[torch.Tensor], choices: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multiple-choice predictions as lm-eval-harness makes them: the argmax of each choice's
+    summed log-likelihood (acc), and of that sum divided by the choice's length in characters
+    (acc_norm), which stops long choices losing merely for having more tokens to pay for."""
+    raw = torch.stack([s.argmax() for s in loglik])
+    lengths = [torch.tensor([len(c) for c in options], dtype=torch.float64) for options in choices]
+    normalised = torch.stack([(s.double() / n).argmax() for s, n in zip(loglik, lengths)])
+    return raw, normalised

@@ -1,7 +1,8 @@
 """Result rows, run keys, done markers and atomic writes (the results contract, DESIGN.md).
 
 A job directory holds `config.yaml` (the resolved config), `results.jsonl` (one JSON object per
-row) and, written last, `done`. Every file is written to a temporary name and renamed, so a
+row), `examples.jsonl` (per-example scores of the acc, acc_norm and rougeL rows) and, written
+last, `done`. Every file is written to a temporary name and renamed, so a
 reader never sees half a file and a failed job never looks done.
 """
 
@@ -57,8 +58,22 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def write_rows(job_dir: Path, rows: list[dict]) -> Path:
+    """results.jsonl; per-example `scores` a row carries go to examples.jsonl instead."""
     path = job_dir / "results.jsonl"
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(path, "".join(json.dumps({k: v for k, v in r.items() if k != "scores"}) + "\n" for r in rows))
+    return path
+
+
+EXAMPLE_COLUMNS = ("eval_set", "split_kind", "stage", "prompt", "metric")
+
+
+def write_examples(job_dir: Path, key: str, rows: list[dict]) -> Path:
+    """examples.jsonl: the per-example scores of every row that has them (acc, acc_norm, rougeL),
+    one object per row, so the report can bootstrap confidence intervals."""
+    path = job_dir / "examples.jsonl"
+    lines = [{"run_key": key, **{c: r[c] for c in EXAMPLE_COLUMNS}, "scores": r["scores"]}
+             for r in rows if "scores" in r]
+    write_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
     return path
 
 

@@ -31,13 +31,7 @@ from ftdyn.world.entities import make_world
 log = logging.getLogger(__name__)
 
 
-def _conf_dir() -> Path:
-    """`conf/` inside an installed wheel, else the repository's `conf/` beside `src/`."""
-    packaged = Path(__file__).parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
-
-
-CONF_DIR = _conf_dir()
+CONF_DIR = C.conf_dir()
 C.register()
 
 
@@ -71,7 +65,8 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
     world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
     task = tasks.load(run.task, world, seed=run.seed)
-    measure = dict(run=run, task=task, tokenizer=tokenizer, world=world,
+    cross = [tasks.load_cross_task(name, world, seed=run.seed) for name in run.eval.cross_tasks]
+    measure = dict(run=run, task=task, tokenizer=tokenizer, world=world, cross=cross,
                    heldout=model_heldout_rows(run.model, tokenizer))
 
     rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure)
@@ -95,6 +90,7 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
         _name_heldout(rows, heldout_name(run.model))
 
     base = results.run_facts(run, key)
+    results.write_examples(job_dir, key, rows)
     results.write_rows(job_dir, [{**base, **row} for row in rows])
     results.mark_done(job_dir, key)
     log.info("job %s done in %.1f s: %s", key, time.time() - started, job_dir)

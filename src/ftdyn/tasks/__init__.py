@@ -3,13 +3,17 @@
 `load(task_cfg, world)` returns a `TaskData`: the train and validation examples and every
 evaluation set with its split kind. Prompts are rendered per format (`ftdyn.tasks.prompts`);
 few-shot demonstrations come from the train split only, or from an evaluation set's own pool
-(`EvalSet.fewshot`, hub sets with a `fewshot_split`).
+(`EvalSet.fewshot`, hub sets with a `fewshot_split`). `task_config(name)` reads another task
+option (`conf/task/<name>.yaml`) onto the typed schema, for cross-task evaluation and for an
+instruction set scored on another task's sets, without composing inside a running Hydra app.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+
+from omegaconf import OmegaConf
 
 from ftdyn import config as C
 from ftdyn.tasks import hub
@@ -34,6 +38,7 @@ class TaskData:
     train: list[dict]
     validation: list[dict]
     eval_sets: list[EvalSet]
+    evaluated: TaskData | None = None  #: the task whose sets are scored instead (`task.eval_task`)
 
     def choices(self, example: dict) -> list[str]:
         """The candidate answers of a classification example: its own, or the task's label words."""
@@ -44,6 +49,18 @@ class TaskData:
 
     def target(self, example: dict) -> str:
         return target(self.cfg.family, example)
+
+
+def task_config(name: str) -> C.TaskConfig:
+    """The typed config of task option `name` (conf/task/<name>.yaml)."""
+    if name not in C.task_options():
+        raise C.ConfigError(f"unknown task {name!r}; allowed {C.task_options()} (conf/task/*.yaml)")
+    node = OmegaConf.merge(OmegaConf.structured(C.TaskConfig), OmegaConf.load(C.conf_dir() / "task" / f"{name}.yaml"))
+    cfg = OmegaConf.to_object(node)
+    problems = cfg.problems()
+    if problems:
+        raise C.ConfigError(f"conf/task/{name}.yaml:\n  - " + "\n  - ".join(problems))
+    return cfg
 
 
 def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
@@ -64,7 +81,21 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
         if not examples:
             raise ValueError(f"task {cfg.name}: evaluation set {split!r} is empty after removing train examples")
         eval_sets.append(EvalSet(split, kind, examples))
-    return TaskData(cfg, train, validation, eval_sets)
+    # the sets an instruction set is scored on are its evaluation sets: its eval_size applies
+    evaluated = (load(dataclasses.replace(task_config(cfg.eval_task), eval_size=cfg.eval_size), world, seed)
+                 if cfg.eval_task else None)
+    return TaskData(cfg, train, validation, eval_sets, evaluated)
+
+
+def load_cross_task(name: str, world: World, seed: int = 0) -> TaskData:
+    """Task option `name` for cross-task evaluation: the task whose in-domain sets are scored (an
+    instruction set's `eval_task`), which must have some."""
+    task = load(task_config(name), world, seed)
+    task = task.evaluated or task
+    if not any(es.split_kind == "in_domain" for es in task.eval_sets):
+        raise C.ConfigError(f"eval.cross_tasks: task {name!r} has no in_domain evaluation set to score "
+                            f"(its sets: {[(es.name, es.split_kind) for es in task.eval_sets]})")
+    return task
 
 
 def demonstrations(task: TaskData, k: int, seed: int, fmt: str, eval_set: EvalSet | None = None) -> str:

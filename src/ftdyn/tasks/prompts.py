@@ -26,6 +26,17 @@ FORMATS: dict[str, dict[str, str]] = {
     },
     # The knowledge probe is a cloze in the corpus's own words: every format is the bare prompt.
     "probe": {"default": "{prompt}", "io": "{prompt}", "instruct": "{prompt}"},
+    # Multiple choice as lm-eval-harness scores ARC: the question alone; each choice is a continuation.
+    "mc": {
+        "default": "### Question: {question}\n ### Answer: ",
+        "io": "{question}",
+        "instruct": "Answer the following question: {question} Answer: ",
+    },
+    "instruction": {
+        "default": "### Instruction: {instruction}\n ### Response: ",
+        "io": "{instruction}",
+        "instruct": "Follow the instruction: {instruction} Response: ",
+    },
 }
 
 # Families only real (hub) tasks use. Kept apart from FORMATS because the tiny ladder's tokenizer
@@ -38,12 +49,15 @@ HUB_FORMATS: dict[str, dict[str, str]] = {
         "io": "{context}{answers_plain}",
         "instruct": "Given the context: {context} And the answer: {answers}Generate a suitable question: ",
     },
-    "mc": {"default": "{question}", "io": "{question}", "instruct": "{question}"},
+    "mc_hub": {"default": "{question}", "io": "{question}", "instruct": "{question}"},
 }
 
 # Where each family keeps its answer.
-TARGET_FIELD = {"nli": "label", "para": "label", "summ": "summary", "probe": "label", "qgen": "question",
-                "mc": "label"}
+TARGET_FIELD = {"nli": "label", "para": "label", "summ": "summary", "probe": "label", "mc": "answer",
+                "instruction": "response", "qgen": "question", "mc_hub": "label"}
+# The families whose templates the ladder's tokenizer glossary holds. The glossary is part of every
+# ladder's key: adding a family here rebuilds every ladder, so families added later stay out.
+GLOSSARY_FAMILIES = ("nli", "para", "summ", "probe")
 
 
 def render(family: str, fmt: str, example: dict) -> str:
@@ -64,5 +78,5 @@ def target(family: str, example: dict) -> str:
 def vocabulary_lines(label_words: list[str]) -> list[str]:
     """Text a tokenizer should see so prompt words and label words get tokens of their own."""
     words = " ".join(label_words)
-    lines = [t.replace("{", "").replace("}", "") for family in FORMATS.values() for t in family.values()]
+    lines = [t.replace("{", "").replace("}", "") for family in GLOSSARY_FAMILIES for t in FORMATS[family].values()]
     return [f"{line} {words}" for line in lines]

@@ -11,6 +11,14 @@ facts, "entailment" hypotheses were true facts and "contradiction" ones false), 
 of examples is large enough that every split keeps balanced labels after removing train
 examples. What pre-training contributes is the language: names, phrasings and their synonymy.
 World knowledge itself is measured by the probe.
+
+`syn_mc` is the exception, and the ARC of tinyworld: four-way multiple-choice questions about
+the world's *true* facts (where a person lives, what every baker does), answered from what
+pre-training taught. Its train split asks about half of the people and jobs, its evaluation sets
+about the other half, so fine-tuning teaches the format, never the answers. `syn_instruct`
+(instruction -> response pairs: questions about train-half facts, reading a stated fact,
+summaries) is the Tulu of tinyworld, scored on syn_mc's sets. Both have no `ood_entities` set:
+unseen people have no facts to ask about.
 """
 
 from __future__ import annotations
@@ -20,13 +28,15 @@ import random
 from collections.abc import Callable
 
 from ftdyn.world.corpus import fact_sentence
-from ftdyn.world.entities import ATTRIBUTES, OBJECTS, UNSEEN_PEOPLE, VALUES, World, random_person_facts
-from ftdyn.world.templates import (CLOZE, EVENTS, EVENTS_TASK_TRAIN, FACT, NEGATED, SUMMARY, TASK_HELD_OUT,
-                                   TASK_TRAIN)
+from ftdyn.world.entities import (ATTRIBUTES, JOB_RULES, OBJECTS, STORY_PEOPLE, UNSEEN_PEOPLE, VALUES, World,
+                                  random_person_facts)
+from ftdyn.world.templates import (ANSWER, CLOZE, EVENTS, EVENTS_TASK_TRAIN, FACT, NEGATED, QUESTION, RULE_QUESTION,
+                                   SUMMARY, TASK_HELD_OUT, TASK_TRAIN)
 
 SPLITS = ("train", "validation", "test", "ood_templates", "ood_entities")
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 PARA_LABELS = ("yes", "no")
+N_CHOICES = 4  #: syn_mc answer choices
 
 
 class _Draw:
@@ -39,6 +49,7 @@ class _Draw:
         self.events = (tuple(i for i in range(len(EVENTS)) if i not in EVENTS_TASK_TRAIN)
                        if split == "ood_templates" else EVENTS_TASK_TRAIN)
         self.world = world
+        self.split = split
 
     def person(self) -> tuple[str, dict[str, str]]:
         """A person (known, or unseen for `ood_entities`) with random attributes."""
@@ -108,14 +119,72 @@ def _summ(d: _Draw, label: None) -> dict:
     return {"document": document, "summary": SUMMARY.format(p=person, **facts)}
 
 
+def _known_half(d: _Draw, items: tuple[str, ...]) -> tuple[str, ...]:
+    """Train and validation ask about every other item from the first, evaluation sets about the rest."""
+    if d.unseen:
+        raise KeyError(f"split {d.split!r}: syn_mc and syn_instruct ask about true facts, which unseen "
+                       "people do not have; splits: train, validation, test, ood_templates")
+    return items[0::2] if d.split in ("train", "validation") else items[1::2]
+
+
+def _choices(d: _Draw, answer: str, others: list[str]) -> list[str]:
+    choices = [answer, *d.rng.sample(others, N_CHOICES - 1)]
+    d.rng.shuffle(choices)
+    return choices
+
+
+def _mc(d: _Draw, label: None) -> dict:
+    """A question about a true fact; the answer and three distractors, multi-token, of varied length."""
+    phrasing = d.rng.choice(d.templates)
+    if d.rng.random() < 0.25:
+        job = d.rng.choice(_known_half(d, tuple(sorted(JOB_RULES))))
+        answer, others = JOB_RULES[job], [r for j, r in JOB_RULES.items() if j != job]
+        question = RULE_QUESTION[phrasing].format(job=job)
+    else:
+        person, attribute = d.rng.choice(_known_half(d, d.world.people)), d.rng.choice(ATTRIBUTES)
+        value = d.world.facts[person][attribute]
+        answer = ANSWER[attribute].format(v=value)
+        others = [ANSWER[attribute].format(v=v) for v in VALUES[attribute] if v != value]
+        question = QUESTION[attribute][phrasing].format(p=person)
+    return {"question": question, "choices": _choices(d, answer, others), "answer": answer}
+
+
+def _instruct(d: _Draw, label: None) -> dict:
+    """An instruction and its response: a question about a train-half fact or rule, or a question
+    or summary answered from the text about a story character (random facts, as the corpus's
+    quizzes: nothing false is said about the world's people)."""
+    kind = d.rng.random()
+    phrasing = d.rng.choice(d.templates)
+    if kind < 0.25:
+        person, attribute = d.rng.choice(_known_half(d, d.world.people)), d.rng.choice(ATTRIBUTES)
+        instruction = QUESTION[attribute][phrasing].format(p=person)
+        response = FACT[attribute][0].format(p=person, v=d.world.facts[person][attribute])
+    elif kind < 0.4:
+        job = d.rng.choice(_known_half(d, tuple(sorted(JOB_RULES))))
+        instruction, response = RULE_QUESTION[phrasing].format(job=job), f"Every {job} {JOB_RULES[job]}."
+    elif kind < 0.7:
+        person, facts = d.rng.choice(STORY_PEOPLE), random_person_facts(d.rng)
+        attribute = d.rng.choice(ATTRIBUTES)
+        instruction = f"Read the text and answer. {d.fact(person, attribute, facts[attribute])} " \
+                      f"{QUESTION[attribute][phrasing].format(p=person)}"
+        response = ANSWER[attribute].format(v=facts[attribute]).capitalize() + "."
+    else:
+        person, facts = d.rng.choice(STORY_PEOPLE), random_person_facts(d.rng)
+        document = " ".join(d.fact(person, a, facts[a]) for a in d.rng.sample(ATTRIBUTES, len(ATTRIBUTES)))
+        instruction, response = f"Summarise the text. {document}", SUMMARY.format(p=person, **facts)
+    return {"instruction": instruction, "response": response}
+
+
 def probe_items(world: World) -> list[dict]:
     """The knowledge probe: every fact of the world as a cloze over its attribute's values."""
     return [{"prompt": CLOZE[a].format(p=p), "label": world.facts[p][a], "choices": list(VALUES[a])}
             for p in world.people for a in ATTRIBUTES]
 
 
-GENERATORS: dict[str, Callable[[_Draw, str | None], dict]] = {"syn_nli": _nli, "syn_para": _para, "syn_summ": _summ}
-LABELS: dict[str, tuple[str, ...] | tuple[None]] = {"syn_nli": NLI_LABELS, "syn_para": PARA_LABELS, "syn_summ": (None,)}
+GENERATORS: dict[str, Callable[[_Draw, str | None], dict]] = {"syn_nli": _nli, "syn_para": _para, "syn_summ": _summ,
+                                                               "syn_mc": _mc, "syn_instruct": _instruct}
+LABELS: dict[str, tuple[str, ...] | tuple[None]] = {"syn_nli": NLI_LABELS, "syn_para": PARA_LABELS, "syn_summ": (None,),
+                                                    "syn_mc": (None,), "syn_instruct": (None,)}
 MAX_TRIES = 200  # draws per example before a label's space counts as used up
 
 
@@ -154,5 +223,5 @@ def generate(world: World, task: str, split: str, n: int, seed: int = 0,
 
 
 def example_key(example: dict) -> str:
-    """The example's inputs and label as one string, to tell examples apart across splits."""
-    return "\x1f".join(str(example[k]) for k in sorted(example) if k != "choices")
+    """The example's fields (inputs, choices, label) as one string, to tell examples apart across splits."""
+    return "\x1f".join(str(example[k]) for k in sorted(example))

@@ -40,3 +40,18 @@ EVENTS = (
 EVENTS_TASK_TRAIN = (0, 1, 2)  # events 3 and 4 are out-of-domain templates for syn_para
 
 SUMMARY = "{p} is a {job} from {city} who owns a {pet}."
+
+# Questions about a person's attribute (syn_mc, syn_instruct), indexed like FACT: the tasks train
+# on the TASK_TRAIN phrasings, and syn_mc's `ood_templates` set asks in the held-out ones.
+QUESTION = {
+    "city": ("Where does {p} live?", "Which city is {p} from?", "Where does {p} have a home?",
+             "In which city is the home of {p}?"),
+    "job": ("What does {p} work as?", "What is the job of {p}?", "How does {p} earn a living?",
+            "What is {p} by trade?"),
+    "pet": ("What pet does {p} own?", "Which pet does {p} have?", "What animal does {p} look after?",
+            "What is the pet of {p}?"),
+}
+RULE_QUESTION = ("What does every {job} do?", "What is true of every {job}?", "What do people who work as a {job} do?",
+                 "What does a {job} do every day?")
+# An answer choice per attribute: a few tokens, whose length varies with the value.
+ANSWER = {"city": "in {v}", "job": "a {v}", "pet": "a {v}"}

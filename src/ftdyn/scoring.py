@@ -1,0 +1,212 @@
+"""How a model's answers are read off: label logits, constrained decoding, choice log-likelihood,
+greedy generation.
+
+Every scorer runs over length-sorted batches, left-padded with explicit position ids, so each
+row sees the same positions it would alone and the scores do not depend on the batch size.
+
+- **Label logits** (Amuro & Char's TokenProb, seed-methods.md §1.5): one forward pass per batch,
+  read at the last prompt position. A label's candidates are the first sub-tokens of its forms
+  `" word"` (as the completion follows a prompt in training) and `"word"` (the authors' code
+  lists both); its score is the logsumexp of its candidates' logits, the log of the (unnormalised)
+  probability mass the model puts on the label, so softmax over labels is that mass renormalised.
+- **Constrained decoding**: greedy decoding that may only emit one label's token sequence, then
+  end-of-text; the prediction is the label decoded. It yields predictions, no scores.
+- **Choice log-likelihood** (lm-eval-harness multiple choice): context + each choice as one row;
+  the summed log-probability of the choice's tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import torch
+from rouge_score import rouge_scorer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ftdyn.data import completion_text
+
+FORMS = {"first_token": ("space", "bare"), "first_token_space": ("space",)}  #: eval.label_scoring -> label forms
+
+
+def _form(word: str, form: str) -> str:
+    return completion_text(word) if form == "space" else word.strip()
+
+
+def label_token_ids(tokenizer: PreTrainedTokenizerBase, words: Sequence[str],
+                    forms: Sequence[str] = ("space", "bare")) -> list[list[int]]:
+    """Per label word, the distinct first sub-tokens of its forms; no token may serve two labels."""
+    ids = [sorted({tokenizer(_form(w, f), add_special_tokens=False)["input_ids"][0] for f in forms}) for w in words]
+    owner: dict[int, str] = {}
+    for word, tokens in zip(words, ids):
+        for t in tokens:
+            if t in owner:
+                raise ValueError(f"label words {owner[t]!r} and {word!r} share the first sub-token "
+                                 f"{tokenizer.convert_ids_to_tokens(t)!r} (forms {list(forms)}): "
+                                 "label-logit scoring cannot tell them apart")
+            owner[t] = word
+    return ids
+
+
+def first_token_ids(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> list[int]:
+    """The first sub-token of each word as it follows a prompt (`" word"`); they must all differ."""
+    return [t[0] for t in label_token_ids(tokenizer, words, forms=("space",))]
+
+
+def left_padded(token_lists: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(t) for t in token_lists)
+    ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, t in enumerate(token_lists):
+        ids[i, width - len(t):] = torch.tensor(t)
+        mask[i, width - len(t):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+
+def _length_sorted_batches(token_lists: Sequence[list[int]], batch_size: int):
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def device_of(model: PreTrainedModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def per_row(model: PreTrainedModel, token_lists: Sequence[list[int]], pad_id: int, batch_size: int,
+            run_batch: Callable[[dict, list[int]], Sequence]) -> list:
+    """`run_batch(batch, rows)` -> one output per row, over length-sorted, left-padded batches;
+    `rows` are the batch rows' indices into `token_lists`. Outputs come back in input order."""
+    out: list = [None] * len(token_lists)
+    model.eval()
+    for idx in _length_sorted_batches(token_lists, batch_size):
+        batch = left_padded([token_lists[i] for i in idx], pad_id)
+        outputs = run_batch({k: v.to(device_of(model)) for k, v in batch.items()}, idx)
+        for row, i in enumerate(idx):
+            out[i] = outputs[row]
+    return out
+
+
+def per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+               batch_size: int, run_batch: Callable[[dict, list[int]], Sequence]) -> list:
+    """`per_row` over the prompts' tokens (trailing whitespace removed, as in training)."""
+    encoded = [tokenizer(p.rstrip(), add_special_tokens=False)["input_ids"] for p in prompts]
+    return per_row(model, encoded, tokenizer.pad_token_id, batch_size, run_batch)
+
+
+def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                  choices: Sequence[Sequence[str]], batch_size: int = 64,
+                  forms: Sequence[str] = ("space", "bare")) -> list[torch.Tensor]:
+    """Per prompt, each choice's score: logsumexp of the last-position logits of its forms' first
+    sub-tokens."""
+    candidates = functools.lru_cache(maxsize=None)(lambda c: label_token_ids(tokenizer, c, forms))
+    last = per_prompt(model, tokenizer, prompts, batch_size,
+                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu())
+    return [torch.stack([logits[ids].logsumexp(-1) for ids in candidates(tuple(c))])
+            for logits, c in zip(last, choices)]
+
+
+def label_sequences(tokenizer: PreTrainedTokenizerBase, words: Sequence[str],
+                    forms: Sequence[str] = ("space", "bare")) -> list[list[tuple[int, ...]]]:
+    """Per label word, the token sequences of its forms followed by end-of-text; distinct across labels."""
+    eos = tokenizer.eos_token_id
+    seqs = [sorted({(*tokenizer(_form(w, f), add_special_tokens=False)["input_ids"], eos) for f in forms})
+            for w in words]
+    owner: dict[tuple[int, ...], str] = {}
+    for word, word_seqs in zip(words, seqs):
+        for s in word_seqs:
+            if s in owner:
+                raise ValueError(f"label words {owner[s]!r} and {word!r} have the same tokens {list(s)}: "
+                                 "constrained decoding cannot tell them apart")
+            owner[s] = word
+    return seqs
+
+
+def _allowed_next(sequences: list[list[tuple[int, ...]]], generated: list[int], eos: int) -> list[int]:
+    """Tokens that continue `generated` along some label's sequence (end-of-text once one is done)."""
+    n = len(generated)
+    allowed = {s[n] for word in sequences for s in word if len(s) > n and list(s[:n]) == generated}
+    return sorted(allowed) or [eos]
+
+
+def _decoded_label(sequences: list[list[tuple[int, ...]]], generated: list[int]) -> int:
+    for label, word in enumerate(sequences):
+        if any(list(s) == generated[:len(s)] for s in word):
+            return label
+    raise RuntimeError(f"constrained decoding produced {generated}, which is no label's tokens")
+
+
+def constrained_choice(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                       choices: Sequence[Sequence[str]], batch_size: int = 64,
+                       forms: Sequence[str] = ("space", "bare")) -> list[int]:
+    """Per prompt, the index of the choice that greedy decoding restricted to the choices' token
+    sequences (via generate's `prefix_allowed_tokens_fn`) produces."""
+    eos = tokenizer.eos_token_id
+    sequences = functools.lru_cache(maxsize=None)(lambda c: label_sequences(tokenizer, c, forms))
+
+    def decode_batch(batch: dict[str, torch.Tensor], idx: list[int]) -> list[int]:
+        width = batch["input_ids"].shape[1]
+        row_seqs = [sequences(tuple(choices[i])) for i in idx]
+        longest = max(len(s) for word_seqs in row_seqs for word in word_seqs for s in word)
+        inputs = {k: v for k, v in batch.items() if k != "position_ids"}  # generate derives them from the mask
+        new = model.generate(**inputs, max_new_tokens=longest, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=eos,
+                             prefix_allowed_tokens_fn=lambda row, ids: _allowed_next(row_seqs[row],
+                                                                                     ids[width:].tolist(), eos))
+        return [_decoded_label(row_seqs[row], new[row, width:].tolist()) for row in range(len(idx))]
+
+    return per_prompt(model, tokenizer, prompts, batch_size, decode_batch)
+
+
+def choice_loglik(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, contexts: Sequence[str],
+                  choices: Sequence[Sequence[str]], batch_size: int = 64) -> list[torch.Tensor]:
+    """Per context, the summed log-probability of each choice's tokens following it.
+
+    Context and choice are tokenised apart (the context without trailing whitespace, the choice
+    as a completion `" choice"`), exactly as `encode_pair` builds a training row, and every
+    (context, choice) pair is one row of a batched forward pass.
+    """
+    rows, continuation, owner = [], [], []
+    for example, (context, options) in enumerate(zip(contexts, choices)):
+        context_ids = tokenizer(context.rstrip(), add_special_tokens=False)["input_ids"]
+        for option in options:
+            ids = tokenizer(completion_text(option), add_special_tokens=False)["input_ids"]
+            rows.append(context_ids + ids)
+            continuation.append(len(ids))
+            owner.append(example)
+
+    def score_batch(batch: dict[str, torch.Tensor], idx: list[int]) -> list[float]:
+        keep = max(continuation[i] for i in idx)
+        logits = model(**batch, logits_to_keep=keep + 1).logits[:, :-1].float()  # predict the last `keep` tokens
+        token_lp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, -keep:, None]).squeeze(-1)
+        return [float(token_lp[row, keep - continuation[i]:].double().sum()) for row, i in enumerate(idx)]
+
+    sums = per_row(model, rows, tokenizer.pad_token_id, batch_size, score_batch)
+    out: list[list[float]] = [[] for _ in contexts]
+    for example, value in zip(owner, sums):
+        out[example].append(value)
+    return [torch.tensor(v, dtype=torch.float64) for v in out]
+
+
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+             max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy continuations (KV cache), cut at the end-of-text token and the first newline."""
+
+    def continue_batch(batch: dict[str, torch.Tensor], _) -> list[str]:
+        inputs = {k: v for k, v in batch.items() if k != "position_ids"}  # generate derives them from the mask
+        new = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(new[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [text.split("\n")[0].strip() for text in texts]
+
+    return per_prompt(model, tokenizer, prompts, batch_size, continue_batch)
+
+
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """Rouge-L F-measure per example (rouge-score, stemmed)."""
+    return [_ROUGE.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
