@@ -28,8 +28,9 @@ CALIBRATION = ["ece", "mce", "ece_ts", "mce_ts"]
 
 
 def varying(table: pd.DataFrame, columns: list[str]) -> list[str]:
-    """The columns among `columns` that take more than one value (None counts as a value)."""
-    return [c for c in columns if c in table and table[c].nunique(dropna=False) > 1]
+    """The columns among `columns` that take more than one value. None counts as a value (an sft
+    run's lora_rank) except for prompt, which is None on rows no prompt formats (probe, held-out text)."""
+    return [c for c in columns if c in table and table[c].nunique(dropna=c != "prompt") > 1]
 
 
 def _wide(rows: pd.DataFrame, keys: list[str], column: str = "stage") -> pd.DataFrame:
