@@ -15,7 +15,7 @@ import yaml
 
 from conftest import PYTHON
 from ftdyn import results
-from ftdyn.report import build_report, fits
+from ftdyn.report import build_report, fits, tables
 
 KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
 PLANTED = {"s": 0.5, "a": 30.0, "b": 8.0, "alpha": -0.2, "beta": -0.5}  # train_loss(P, N) of the LoRA jobs
@@ -51,10 +51,12 @@ def write_job(root: Path, name: str, run: dict, rows: list[dict], examples: list
     return job
 
 
-def scored(eval_set, split_kind, stage, metric, scores):
+def scored(eval_set, split_kind, stage, metric, scores, confidences=None):
     """A result row and its examples.jsonl line, the row's value the mean of the scores."""
     example = {"eval_set": eval_set, "split_kind": split_kind, "stage": stage, "prompt": "default",
                "metric": metric, "scores": list(map(float, scores))}
+    if confidences is not None:  # the proposed extension: max-softmax probability per example
+        example["confidences"] = list(map(float, confidences))
     return row(eval_set, split_kind, stage, metric, float(np.mean(scores))), example
 
 
@@ -68,7 +70,8 @@ def sft_job(root, name, task, ckpt, cross_rows, replay=0.0, params=1000.0, logge
     rows, examples = [], []
     for stage, p in (("before", 0.4), ("after", 0.8)):
         for eval_set, kind in (("test", "in_domain"), ("ood_templates", "out_of_domain")):
-            r, e = scored(eval_set, kind, stage, metric, (rng.random(200) < p + replay / 2).astype(float))
+            confidences = rng.uniform(0.4, 1.0, 200) if metric == "acc" else None
+            r, e = scored(eval_set, kind, stage, metric, (rng.random(200) < p + replay / 2).astype(float), confidences)
             rows.append(r)
             examples.append(e)
         if metric == "acc":
@@ -158,6 +161,18 @@ def test_before_after_intervals_bracket_the_mean(report):
     assert ba[ba["metric"] == "ece"]["before_lo"].isna().all()  # no per-example scores for ECE
 
 
+def test_reliability_bins_equal_a_hand_computation():
+    examples = pd.DataFrame([{"run_key": "k", "eval_set": "test", "split_kind": "in_domain", "stage": "after",
+                              "prompt": "default", "metric": "acc", "scores": [0.0, 1.0, 1.0, 1.0],
+                              "confidences": [0.1, 0.12, 0.95, 0.99]}])
+    runs = pd.DataFrame([{**facts("k"), **row("test", "in_domain", "after", "acc", 0.75)}])
+    bins = tables.reliability(runs, examples).set_index("bin")
+    assert bins["count"].to_dict() == {1: 2, 14: 2}  # 1/15 < 0.1, 0.12 <= 2/15; 14/15 < 0.95, 0.99 <= 1
+    assert bins.loc[1, ["confidence", "accuracy"]].tolist() == pytest.approx([0.11, 0.5])
+    assert bins.loc[14, ["confidence", "accuracy"]].tolist() == pytest.approx([0.97, 1.0])
+    assert tables.reliability(runs, examples.drop(columns="confidences")).empty
+
+
 def test_replay_and_methods_tables(report):
     replay = read(report[0], "replay").set_index("replay_rate")
     assert list(replay.index) == [0.0, 0.1, 0.2]
@@ -188,7 +203,8 @@ def test_index_links_every_figure_and_table_and_needs_no_network(report):
     html = (out / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
     assert set(images) == {"performance_by_checkpoint.png", "mrc_heatmap.png", "forgetting_vs_loss.png",
-                           "power_law_curves.png", "replay_curves.png", "calibration_bars.png"}
+                           "power_law_curves.png", "replay_curves.png", "calibration_bars.png",
+                           "reliability_diagrams.png"}
     links = re.findall(r'href="([^"#]+)"', html)
     assert all((out / f).is_file() for f in images + links)
     assert "http" not in html and "<script" not in html

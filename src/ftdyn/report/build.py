@@ -31,6 +31,7 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
     law, laws = tables.forgetting_law(points), tables.power_laws(points)
     summary = tables.run_summary(table)
     replay, methods = tables.replay(summary), tables.methods(summary)
+    bins = tables.reliability(table, examples)
     ci = "with bootstrap 95% intervals (percentile, 3,000 resamples over per-example scores; " \
          "Amuro & Char report the interval's midpoint)" if "before_lo" in ba else \
          "without intervals: no job wrote per-example scores (examples.jsonl), so nothing to bootstrap"
@@ -67,8 +68,13 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
         Section("methods", "Method comparison", "Per method: trainable parameters, in-domain and OOD score after, "
                 "forget_kl, and ECE / MCE on the in-domain sets before and after temperature scaling (_ts).",
                 methods, "needs >= 2 methods", figures.calibration_bars(methods, out),
-                "ECE and MCE after fine-tuning, before and after temperature scaling, per method. Bars, not "
-                "reliability diagrams: examples.jsonl carries correctness, not confidences."),
+                "ECE and MCE after fine-tuning, before and after temperature scaling, per method."),
+        Section("reliability", "Reliability diagrams", "Per equal-width confidence bin (15) of the in-domain "
+                "sets: count, mean confidence and accuracy, per method and stage.", bins,
+                "needs per-example confidences (examples.jsonl `confidences`, a proposed extension: the "
+                "examples carry 0/1 correctness only); the method comparison's ECE/MCE bars summarise calibration",
+                figures.reliability_diagrams(bins, out),
+                "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
     ]
 
 

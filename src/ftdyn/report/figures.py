@@ -161,15 +161,39 @@ def calibration_bars(methods: pd.DataFrame, out: Path) -> str | None:
     columns = [f"{m}_after" for m in CALIBRATION]
     if methods.empty or not set(columns) <= set(methods):
         return None
-    tasks = sorted(methods["task"].unique())
+    tasks = sorted(methods.dropna(subset=columns, how="all")["task"].unique())  # classification tasks
+    if not tasks:
+        return None
     fig, axes = _panels(len(tasks), width=5)
     for ax, task in zip(axes, tasks):
         g = methods[methods["task"] == task]
-        g = g[g["ckpt_step"] == g["ckpt_step"].max()].groupby("method")[columns].mean()
+        final = g["ckpt_step"].max()
+        g = g[g["ckpt_step"] == final].groupby("method")[columns].mean()
         x = np.arange(len(g))
         for i, column in enumerate(columns):
             ax.bar(x + (i - 1.5) * 0.2, g[column], width=0.2, label=column.removesuffix("_after"))
         ax.set_xticks(x, g.index)
-        ax.set(ylabel="calibration error", title=f"{task}, fine-tuned (final checkpoint of the sweep)")
+        ax.set(ylabel="calibration error", title=f"{task}, fine-tuned, checkpoint {final}")
         ax.legend(fontsize=7)
     return _save(fig, out, "calibration_bars")
+
+
+def reliability_diagrams(bins: pd.DataFrame, out: Path) -> str | None:
+    """Accuracy against confidence per bin, one line per method after fine-tuning (final checkpoint of
+    the sweep), one panel per task; the diagonal is perfect calibration."""
+    if bins.empty:
+        return None
+    after = bins[bins["stage"] == "after"]
+    tasks = sorted(after["task"].unique())
+    if not tasks:
+        return None
+    fig, axes = _panels(len(tasks), width=4)
+    for ax, task in zip(axes, tasks):
+        g = after[after["task"] == task]
+        g = g[g["ckpt_step"] == g["ckpt_step"].max()]
+        for i, (method, m) in enumerate(g.groupby("method")):
+            ax.plot(m["confidence"], m["accuracy"], marker="o", color=f"C{i}", label=method)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{task}, fine-tuned")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "reliability_diagrams")

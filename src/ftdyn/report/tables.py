@@ -214,3 +214,32 @@ def methods(summary: pd.DataFrame) -> pd.DataFrame:
               *[f"{m}_{s}" for s in ("before", "after") for m in CALIBRATION]]
     out = summary.groupby(keys, dropna=False)[values].mean().reset_index()
     return out.dropna(axis=1, how="all")
+
+
+N_BINS = 15  #: Tomihari & Sato's calibration bins (ftdyn.metrics)
+
+
+def reliability(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
+    """Reliability bins per task x checkpoint x method x stage on the in-domain sets: per equal-width
+    confidence bin (lower < c <= upper), its count, mean confidence and accuracy.
+
+    Reads `confidences` (max-softmax probability per example, in the order of `scores`) from
+    examples.jsonl acc lines: a proposed extension of the per-example contract; absent, the table
+    is empty and the report falls back to ECE/MCE bars."""
+    if examples.empty or "confidences" not in examples:
+        return pd.DataFrame()
+    lines = examples[examples["confidences"].notna() & (examples["metric"] == "acc")
+                     & (examples["split_kind"] == "in_domain")]
+    facts = table.drop_duplicates("run_key")[["run_key", "task", "ckpt_step", "method"]]
+    out = []
+    for (task, ckpt, method, stage), g in lines.merge(facts, on="run_key").groupby(
+            ["task", "ckpt_step", "method", "stage"]):
+        confidence = np.concatenate(g["confidences"].map(np.asarray).tolist())
+        correct = np.concatenate(g["scores"].map(np.asarray).tolist())
+        bins = np.clip(np.ceil(confidence * N_BINS).astype(int) - 1, 0, N_BINS - 1)
+        for b in np.unique(bins):
+            inside = bins == b
+            out.append({"task": task, "ckpt_step": ckpt, "method": method, "stage": stage, "bin": int(b),
+                        "count": int(inside.sum()), "confidence": float(confidence[inside].mean()),
+                        "accuracy": float(correct[inside].mean())})
+    return pd.DataFrame(out)
