@@ -34,7 +34,6 @@ class Section:
     missing: str = ""  #: why the table can be empty: what the sweep would need
     figure: str | None = None  #: file name of the PNG beside index.html
     figure_caption: str = ""
-    note: str = ""  #: caveats shown under the caption
 
 
 def _table(table: pd.DataFrame) -> str:
@@ -45,8 +44,6 @@ def _table(table: pd.DataFrame) -> str:
 def section_html(section: Section) -> str:
     parts = [f'<h2 id="{section.name}">{html.escape(section.title)}</h2>',
              f'<p class="caption">{html.escape(section.caption)}</p>']
-    if section.note:
-        parts.append(f"<p>{html.escape(section.note)}</p>")
     if section.table.empty:
         parts.append(f'<p class="missing">Not in this sweep: {html.escape(section.missing)}</p>')
         return "\n".join(parts)
