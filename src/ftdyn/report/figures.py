@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -30,6 +31,7 @@ def _save(fig, out: Path, name: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".png")
     os.close(fd)
     try:
+        fig.tight_layout()
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         os.replace(tmp, out / f"{name}.png")
     finally:
@@ -132,7 +134,10 @@ def power_law_curves(points: pd.DataFrame, laws: pd.DataFrame, out: Path) -> str
             params = {k: fit[k] for k in fits.POWER_LAW_PARAMS}
             ax.plot(steps, fits.power_law(r["trainable_params"].iloc[0], steps, **params), color=f"C{i}",
                     label=f"rank {int(rank)} (P={int(r['trainable_params'].iloc[0]):,})")
-        ax.set(xscale="log", xlabel="step N", ylabel=fit["metric"],
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set(xlabel="step N", ylabel=fit["metric"],
                title=f"{fit['task']} {fit['metric']}: R²={fit['r2']:.3f}")
         ax.legend(fontsize=7)
     return _save(fig, out, "power_law_curves")
