@@ -35,7 +35,7 @@ def test_multirun_runs_one_job_per_checkpoint_and_task(micro_ladder, tmp_path):
     report = subprocess.run([PYTHON, "-m", "ftdyn.report", str(sweep)], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert report.stdout.splitlines()[-1] == f"results: {sweep.resolve()}"
-    assert (sweep / "results.csv").is_file()
+    assert (sweep / "report" / "results.csv").is_file()
 
 
 def test_single_run_from_any_directory_writes_under_it(micro_ladder, tmp_path):

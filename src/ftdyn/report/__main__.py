@@ -1,0 +1,3 @@
+from ftdyn.report.build import main
+
+main()

@@ -1,0 +1,131 @@
+"""The report, top to bottom: find jobs, read rows, derive tables, draw, write the page.
+
+Derived tables use finished jobs only (a failed job's partial rows stay in results.parquet with
+status=failed, but would bias an average of complete runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ftdyn import results
+from ftdyn.report import collect, figures, tables
+from ftdyn.report.html import Section, page
+from ftdyn.report.wandb_log import log_tables
+
+log = logging.getLogger(__name__)
+
+PRINTED = ["task", "ckpt_step", *tables.DESIGN, "split_kind", "eval_set", "metric", "before", "after"]
+
+
+def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], out: Path,
+                     seed: int = 0) -> list[Section]:
+    """Every derived table of the report with its figure (drawn into `out`)."""
+    ba = tables.before_after(table, examples, seed)
+    changes = tables.cross_task_changes(table, kinds)
+    mrc, points = tables.mrc(changes), tables.in_loop(table)
+    law, laws = tables.forgetting_law(points), tables.power_laws(points)
+    summary = tables.run_summary(table)
+    replay, methods = tables.replay(summary), tables.methods(summary)
+    bins = tables.reliability(table, examples)
+    ci = "with bootstrap 95% intervals (percentile, 3,000 resamples over per-example scores; " \
+         "Amuro & Char report the interval's midpoint)" if "before_lo" in ba else \
+         "without intervals: no job wrote per-example scores (examples.jsonl), so nothing to bootstrap"
+    return [
+        Section("before_after", "Before and after fine-tuning",
+                "Each eval set's score before (few-shot base checkpoint) and after fine-tuning, per checkpoint "
+                f"x task, {ci}.", ba, "no before/after rows",
+                figures.performance_by_checkpoint(ba, out),
+                "Score across pre-training checkpoints (log x), before dashed / after solid, per eval set."),
+        Section("mrc", "Cross-task change (MRC)",
+                "MRC_i(t): mean over the other tasks' eval sets d of (Perf_t(d) - Perf_BASE(d)) / Perf_BASE(d), "
+                "Perf_BASE the same job's before stage (acc or rougeL).", mrc,
+                "needs cross_task rows (eval.cross_tasks)", figures.mrc_heatmap(mrc, out),
+                "MRC per training task x checkpoint; red: fine-tuning hurt the other tasks."),
+        Section("mrc_directions", "Cross-task change by task kind",
+                "Mean relative change over checkpoints and (train task, eval task) pairs, by kind: "
+                "Amuro & Char's classification -> generation and generation -> classification.",
+                tables.mrc_directions(changes), "needs cross_task rows (eval.cross_tasks)"),
+        Section("forgetting_law", "Forgetting vs fine-tuning loss",
+                "Least-squares line forget_ce = -c * train_loss + s per training task over in-loop steps "
+                "(Kalajdzievski's L_f: cross-entropy to the base model's soft next-token targets).", law,
+                "needs in-loop rows (eval.every_n_steps > 0)", figures.forgetting_vs_loss(points, law, out),
+                "In-loop (fine-tuning loss, forgetting) points and the fitted line per task."),
+        Section("power_laws", "Shifted power laws in parameters and steps",
+                "L(P, N) = s + a * P^alpha * (N + b)^beta fitted in log space to train_loss and forget_ce over "
+                "LoRA ranks (P trainable parameters, N steps); ftdyn's form, the paper's Eq. 5-6 were unavailable.",
+                laws, "needs LoRA jobs at >= 2 ranks with in-loop rows (eval.every_n_steps > 0)",
+                figures.power_law_curves(points, laws, out),
+                "Loss against step per LoRA rank (points) with the fitted power law (lines)."),
+        Section("replay", "Replay rate", "In-domain gain (after - before, acc or rougeL) and forgetting "
+                "(forget_kl after) per share of pre-training text in each batch.", replay,
+                "needs >= 2 replay rates (replay.rate)", figures.replay_curves(replay, out),
+                "Gain and forgetting against the replay rate."),
+        Section("methods", "Method comparison", "Per method: trainable parameters, in-domain and OOD score after, "
+                "forget_kl, and ECE / MCE on the in-domain sets before and after temperature scaling (_ts).",
+                methods, "needs >= 2 methods", figures.calibration_bars(methods, out),
+                "ECE and MCE after fine-tuning, before and after temperature scaling, per method."),
+        Section("reliability", "Reliability diagrams", "Per equal-width confidence bin (15) of the in-domain "
+                "sets: count, mean confidence and accuracy, per method and stage.", bins,
+                "needs per-example confidences (examples.jsonl `confidences`, a proposed extension: the "
+                "examples carry 0/1 correctness only); the method comparison's ECE/MCE bars summarise calibration",
+                figures.reliability_diagrams(bins, out),
+                "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
+    ]
+
+
+def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFrame, list[collect.Job]]:
+    """Write the whole report for `dirs` into `out`; return the results table and the jobs kept."""
+    jobs = collect.one_per_run_key(collect.find_jobs(dirs))
+    table = collect.read_results(jobs)
+    if table.empty:
+        raise SystemExit(f"no results.jsonl under {' '.join(map(str, dirs))} ({len(jobs)} job directories)")
+    out.mkdir(parents=True, exist_ok=True)
+    collect.write_parquet(table, out / "results.parquet")
+    collect.write_csv(table, out / "results.csv")
+    job_table = collect.job_table(jobs)
+    collect.write_csv(job_table, out / "jobs.csv")
+    finished = [j for j in jobs if j.status == "finished"]
+    kinds = {(j.config.get("task") or {}).get("name"): (j.config.get("task") or {}).get("kind") for j in jobs}
+    sections = derived_sections(table[table["status"] == "finished"], collect.read_examples(finished),
+                                {k: v for k, v in kinds.items() if k and v}, out, seed)
+    for section in sections:
+        if not section.table.empty:
+            collect.write_csv(section.table, out / f"{section.name}.csv")
+    jobs_section = Section("jobs", "Jobs", "Every job directory found: finished, failed (with the reason from "
+                           "failed.json) or unfinished (running or killed); a re-run's run_key is listed once.",
+                           job_table, "no jobs")
+    counts = ", ".join(f"{n} {status}" for status, n in job_table["status"].value_counts().items())
+    intro = [f"Sweeps: {', '.join(str(Path(d).resolve()) for d in dirs)}",
+             f"Jobs: {counts}. Derived tables use finished jobs; results.parquet / results.csv hold every row."]
+    results.write_atomic(out / "index.html", page("ftdyn report", intro, [jobs_section, *sections]))
+    if "wandb" in collect.job_kinds(jobs):
+        project = next((j.config["logger"].get("project") for j in jobs
+                        if (j.config.get("logger") or {}).get("project")), "ftdyn")
+        log_tables({s.name: s.table for s in [jobs_section, *sections]}, out, project=project)
+    return table, jobs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Report of one or more sweeps: tables, figures, index.html.")
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories (job directories under them)")
+    parser.add_argument("--out", type=Path, help="report directory (default: <first sweep>/report)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    out = args.out or args.dirs[0] / "report"
+    table, jobs = build_report(args.dirs, out, args.seed)
+    printed = tables.before_after(table[table["status"] == "finished"], pd.DataFrame())
+    with pd.option_context("display.max_rows", 500, "display.width", 160, "display.float_format", "{:.3f}".format):
+        print(printed[[c for c in PRINTED if c in printed]].to_string(index=False))
+    for job in jobs:
+        if job.status == "failed":
+            print(f"failed job: {job.path} ({job.reason}, step {job.step})")
+        elif job.status == "unfinished":
+            print(f"unfinished job (running or killed): {job.path}")
+    print(f"report: {(out / 'index.html').resolve()}")
+    print(f"results: {args.dirs[0].resolve()}")

@@ -1,0 +1,204 @@
+"""The report's figures (PNG, matplotlib's Agg backend: no display needed).
+
+Each function draws one figure from a derived table (`tables`) into `out/<name>.png` and returns
+the file name, or None when the table is empty. Figures are written to a temporary name and
+renamed, like every other file of a report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ftdyn.report import fits  # noqa: E402
+from ftdyn.report.tables import CALIBRATION, FORGET, PRIMARY  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def _save(fig, out: Path, name: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        os.replace(tmp, out / f"{name}.png")
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return f"{name}.png"
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.2):
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, axes[0]
+
+
+def one_design(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Rows of one method / prompt / rank / replay rate (sft and default preferred), and a note
+    saying which, when the sweep varies them."""
+    chosen = []
+    for column, preferred in (("method", "sft"), ("prompt", "default"), ("lora_rank", None),
+                              ("replay_rate", 0.0)):
+        if column not in table or table[column].nunique(dropna=False) < 2:
+            continue
+        values = table[column].dropna().unique().tolist()
+        value = preferred if preferred in values else sorted(values)[0]
+        table = table[(table[column] == value) | table[column].isna()]
+        chosen.append(f"{column}={value}")
+    return table, (" (" + ", ".join(chosen) + ")") if chosen else ""
+
+
+def performance_by_checkpoint(ba: pd.DataFrame, out: Path) -> str | None:
+    """Amuro & Char's figure: score across checkpoints, before (dashed) and after (solid) fine-tuning,
+    one panel per task, one colour per eval set, bootstrap 95% bands where available."""
+    rows = ba[ba["metric"].isin(PRIMARY) & ba["split_kind"].isin(["in_domain", "out_of_domain"])] if not ba.empty else ba
+    if rows.empty:
+        return None
+    rows, note = one_design(rows)
+    tasks = sorted(rows["task"].unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        for i, (eval_set, g) in enumerate(rows[rows["task"] == task].groupby("eval_set")):
+            g = g.sort_values("ckpt_step")
+            for stage, style in (("before", "--"), ("after", "-")):
+                ax.plot(g["ckpt_step"], g[stage], style, marker="o", color=f"C{i}",
+                        label=f"{eval_set} {stage}")
+                if f"{stage}_lo" in g and g[f"{stage}_lo"].notna().any():
+                    ax.fill_between(g["ckpt_step"], g[f"{stage}_lo"], g[f"{stage}_hi"], color=f"C{i}", alpha=0.15)
+        ax.set_xscale("log")
+        steps = sorted(rows["ckpt_step"].unique())
+        ax.set_xticks(steps, [str(int(s)) for s in steps], minor=False)
+        ax.minorticks_off()
+        ax.set(title=f"{task}{note}", xlabel="pre-training step (checkpoint)", ylabel=g["metric"].iloc[0])
+        ax.legend(fontsize=7)
+    return _save(fig, out, "performance_by_checkpoint")
+
+
+def mrc_heatmap(mrc: pd.DataFrame, out: Path) -> str | None:
+    """MRC per training task (rows) x checkpoint (columns), diverging around 0."""
+    if mrc.empty:
+        return None
+    mrc, note = one_design(mrc)
+    grid = mrc.pivot_table(index="task", columns="ckpt_step", values="mrc", aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.6 * grid.shape[0] + 1.8))
+    bound = max(float(np.nanmax(np.abs(grid.values))), 1e-9)
+    image = ax.imshow(grid.values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    for (r, c), value in np.ndenumerate(grid.values):
+        ax.text(c, r, f"{value:+.0%}" if np.isfinite(value) else "", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(grid.shape[1]), grid.columns)
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    ax.set(xlabel="checkpoint", ylabel="trained on", title=f"mean relative change on other tasks{note}")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, out, "mrc_heatmap")
+
+
+def forgetting_vs_loss(points: pd.DataFrame, law: pd.DataFrame, out: Path) -> str | None:
+    """In-loop (fine-tuning loss, forget_ce) points per task and the fitted line forget = -c L + s."""
+    if law.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for i, fit in law.reset_index(drop=True).iterrows():
+        g = points[points["task"] == fit["task"]].dropna(subset=["train_loss", FORGET])
+        ax.scatter(g["train_loss"], g[FORGET], s=12, color=f"C{i}", alpha=0.7)
+        x = np.linspace(g["train_loss"].min(), g["train_loss"].max(), 50)
+        ax.plot(x, -fit["c"] * x + fit["s"], color=f"C{i}",
+                label=f"{fit['task']}: c={fit['c']:.3f}, s={fit['s']:.3f}, R²={fit['r2']:.3f}")
+    ax.set(xlabel="fine-tuning loss L_ft", ylabel="forgetting L_f (forget_ce)", title="forgetting vs fine-tuning loss")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "forgetting_vs_loss")
+
+
+def power_law_curves(points: pd.DataFrame, laws: pd.DataFrame, out: Path) -> str | None:
+    """Loss against step per LoRA rank (points) with the fitted shifted power law (lines)."""
+    laws = laws.dropna(subset=["r2"]) if "r2" in laws else laws.iloc[0:0]
+    if laws.empty:
+        return None
+    fig, axes = _panels(len(laws))
+    for ax, (_, fit) in zip(axes, laws.iterrows()):
+        g = points[(points["task"] == fit["task"]) & points["lora_rank"].notna()].dropna(subset=[fit["metric"]])
+        for i, (rank, r) in enumerate(g.groupby("lora_rank")):
+            ax.scatter(r["step"], r[fit["metric"]], s=10, color=f"C{i}", alpha=0.6)
+            steps = np.linspace(r["step"].min(), r["step"].max(), 100)
+            params = {k: fit[k] for k in fits.POWER_LAW_PARAMS}
+            ax.plot(steps, fits.power_law(r["trainable_params"].iloc[0], steps, **params), color=f"C{i}",
+                    label=f"rank {int(rank)} (P={int(r['trainable_params'].iloc[0]):,})")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set(xlabel="step N", ylabel=fit["metric"],
+               title=f"{fit['task']} {fit['metric']}: R²={fit['r2']:.3f}")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "power_law_curves")
+
+
+def replay_curves(replay: pd.DataFrame, out: Path) -> str | None:
+    """In-domain gain and forgetting against the replay rate, one line per task x checkpoint."""
+    if replay.empty:
+        return None
+    fig, axes = _panels(2)
+    for i, ((task, ckpt), g) in enumerate(replay.groupby(["task", "ckpt_step"])):
+        g = g.groupby("replay_rate")[["in_domain_gain", "forget_kl"]].mean().reset_index()
+        for ax, column in zip(axes, ("in_domain_gain", "forget_kl")):
+            ax.plot(g["replay_rate"], g[column], marker="o", color=f"C{i}", label=f"{task} @ {ckpt}")
+    axes[0].set(xlabel="replay rate", ylabel="in-domain gain (after - before)", title="what fine-tuning teaches")
+    axes[1].set(xlabel="replay rate", ylabel="forget_kl after", title="what it forgets")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "replay_curves")
+
+
+def calibration_bars(methods: pd.DataFrame, out: Path) -> str | None:
+    """ECE and MCE of each method after fine-tuning, before and after temperature scaling.
+
+    A summary in place of reliability diagrams: those need per-example confidences, which
+    examples.jsonl does not carry (it holds 0/1 correctness only)."""
+    columns = [f"{m}_after" for m in CALIBRATION]
+    if methods.empty or not set(columns) <= set(methods):
+        return None
+    tasks = sorted(methods.dropna(subset=columns, how="all")["task"].unique())  # classification tasks
+    if not tasks:
+        return None
+    fig, axes = _panels(len(tasks), width=5)
+    for ax, task in zip(axes, tasks):
+        g = methods[methods["task"] == task]
+        final = g["ckpt_step"].max()
+        g = g[g["ckpt_step"] == final].groupby("method")[columns].mean()
+        x = np.arange(len(g))
+        for i, column in enumerate(columns):
+            ax.bar(x + (i - 1.5) * 0.2, g[column], width=0.2, label=column.removesuffix("_after"))
+        ax.set_xticks(x, g.index)
+        ax.set(ylabel="calibration error", title=f"{task}, fine-tuned, checkpoint {final}")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "calibration_bars")
+
+
+def reliability_diagrams(bins: pd.DataFrame, out: Path) -> str | None:
+    """Accuracy against confidence per bin, one line per method after fine-tuning (final checkpoint of
+    the sweep), one panel per task; the diagonal is perfect calibration."""
+    if bins.empty:
+        return None
+    after = bins[bins["stage"] == "after"]
+    tasks = sorted(after["task"].unique())
+    if not tasks:
+        return None
+    fig, axes = _panels(len(tasks), width=4)
+    for ax, task in zip(axes, tasks):
+        g = after[after["task"] == task]
+        g = g[g["ckpt_step"] == g["ckpt_step"].max()]
+        for i, (method, m) in enumerate(g.groupby("method")):
+            ax.plot(m["confidence"], m["accuracy"], marker="o", color=f"C{i}", label=method)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{task}, fine-tuned")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "reliability_diagrams")

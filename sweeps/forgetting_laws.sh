@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Kalajdzievski's forgetting laws on the tiny ladder: how do the fine-tuning loss L_ft and the
+# forgetting L_f (forget_ce: cross-entropy to the base model's next-token distribution on held-out
+# pre-training text) move together, and how do both scale with trainable parameters P (LoRA rank)
+# and steps N? LoRA with rank-stabilised scaling (as the paper) on syn_nli at the final checkpoint,
+# evaluated every 10 optimiser steps (stage=step_N rows).
+#
+# Grid: 7 ranks (1..64; P from ~10k to ~655k of the model's ~954k) = 7 jobs, two at a time.
+# Cost (estimated, 2-core CPU, ladder already built): 250 steps (~15 s) + 25 in-loop evaluations
+# of the held-out text against the base model (~1.5 s each) + before/after evaluation (~15 s)
+# = ~70 s a job -> 7 x 70 s / 2 parallel = ~4-5 min.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+name=forgetting_laws
+dir=${FTDYN_OUT:-outputs}/studies/$name
+"$PY" -m ftdyn.ladder
+"$PY" -m ftdyn.train -m task=syn_nli method=lora method.rank=1,2,4,8,16,32,64 method.rslora=true \
+  eval.every_n_steps=10 \
+  hydra/launcher=joblib hydra.launcher.n_jobs=2 trainer.threads=1 hydra.sweep.dir="$dir" "$@"
+"$PY" -m ftdyn.report "$dir" --out "$dir/report"
+mkdir -p "docs/figures/$name" && rm -f "docs/figures/$name"/*.png && cp "$dir"/report/*.png "docs/figures/$name/"

@@ -1,0 +1,222 @@
+"""The report on hand-made job directories in the contract's format (brief, contracts 1-5):
+every derived table and figure, numbers checked against hand computations, no job dropped."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import PYTHON
+from ftdyn import results
+from ftdyn.report import build_report, fits, tables
+
+KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
+PLANTED = {"s": 0.5, "a": 30.0, "b": 8.0, "alpha": -0.2, "beta": -0.5}  # train_loss(P, N) of the LoRA jobs
+
+
+def row(eval_set, split_kind, stage, metric, value, prompt="default"):
+    return {"eval_set": eval_set, "split_kind": split_kind, "stage": stage, "prompt": prompt, "metric": metric,
+            "value": value}
+
+
+def facts(key, task="syn_nli", ckpt=40, method="sft", rank=None, replay=0.0):
+    return {"run_key": key, "model": "tiny", "ckpt_step": ckpt, "task": task, "method": method,
+            "lora_rank": rank, "replay_rate": replay, "seed": 0}
+
+
+def write_job(root: Path, name: str, run: dict, rows: list[dict], examples: list[dict] = (),
+              status: str = "finished", logger: str = "csv", reason: str = "CUDA out of memory") -> Path:
+    """A job directory as train() and the resume helper leave it (contract 4)."""
+    job = root / name
+    job.mkdir(parents=True)
+    config = {"task": {"name": run["task"], "kind": KIND[run["task"]]}, "method": {"name": run["method"]},
+              "ckpt": {"step": run["ckpt_step"]}, "logger": {"kind": logger}}
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    if rows:
+        results.write_rows(job, [{**run, **r} for r in rows])
+    if examples:
+        (job / "examples.jsonl").write_text("".join(json.dumps({"run_key": run["run_key"], **e}) + "\n"
+                                                    for e in examples))
+    if status == "finished":
+        results.mark_done(job, run["run_key"])
+    elif status == "failed":
+        results.write_json_atomic(job / "failed.json", {"run_key": run["run_key"], "reason": reason, "step": 7})
+    return job
+
+
+def scored(eval_set, split_kind, stage, metric, scores, confidences=None):
+    """A result row and its examples.jsonl line, the row's value the mean of the scores."""
+    example = {"eval_set": eval_set, "split_kind": split_kind, "stage": stage, "prompt": "default",
+               "metric": metric, "scores": list(map(float, scores))}
+    if confidences is not None:  # the proposed extension: max-softmax probability per example
+        example["confidences"] = list(map(float, confidences))
+    return row(eval_set, split_kind, stage, metric, float(np.mean(scores))), example
+
+
+def cross(eval_set, metric, before, after):
+    return [row(eval_set, "cross_task", "before", metric, before), row(eval_set, "cross_task", "after", metric, after)]
+
+
+def sft_job(root, name, task, ckpt, cross_rows, replay=0.0, params=1000.0, logger="csv"):
+    metric = "acc" if KIND[task] == "classification" else "rougeL"
+    rng = np.random.default_rng(ckpt)
+    rows, examples = [], []
+    for stage, p in (("before", 0.4), ("after", 0.8)):
+        for eval_set, kind in (("test", "in_domain"), ("ood_templates", "out_of_domain")):
+            confidences = rng.uniform(0.4, 1.0, 200) if metric == "acc" else None
+            r, e = scored(eval_set, kind, stage, metric, (rng.random(200) < p + replay / 2).astype(float), confidences)
+            rows.append(r)
+            examples.append(e)
+        if metric == "acc":
+            rows += [row("test", "in_domain", stage, m, v) for m, v in
+                     (("ece", 0.2), ("mce", 0.4), ("ece_ts", 0.05), ("mce_ts", 0.1))]
+        rows.append(row("tinyworld_heldout", "pretrain", stage, "forget_kl", 0.0 if stage == "before" else 1 - replay,
+                        prompt=None))
+    rows += cross_rows + [row("run", None, "run", "trainable_params", params)]
+    return write_job(root, name, facts(name, task, ckpt, replay=replay), rows, examples, logger=logger)
+
+
+def lora_job(root, name, rank, logger="csv"):
+    """In-loop rows on a planted power law (train_loss) and a planted line (forget_ce = -1.5 L + 3.5)."""
+    params = 1024.0 * rank
+    rows = [row("run", None, "run", "trainable_params", params)]
+    for step in range(10, 110, 10):
+        loss = float(fits.power_law(params, step, **PLANTED))
+        rows += [row("train", None, f"step_{step}", "train_loss", loss, prompt=None),
+                 row("tinyworld_heldout", "pretrain", f"step_{step}", "forget_ce", -1.5 * loss + 3.5, prompt=None)]
+    rows += [row("test", "in_domain", s, m, v) for s, m, v in
+             (("before", "acc", 0.4), ("after", "acc", 0.7), ("after", "ece", 0.1), ("after", "ece_ts", 0.02),
+              ("after", "mce", 0.3), ("after", "mce_ts", 0.05))]
+    return write_job(root, name, facts(name, method="lora", rank=rank), rows, logger=logger)
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """Two sweep directories: checkpoints x {nli, summ} with cross-task rows, LoRA ranks with in-loop
+    rows, replay rates; a failed job, an unfinished one, and a failed run re-run to completion."""
+    first, second = (tmp_path_factory.mktemp(n) for n in ("first", "second"))
+    sft_job(first, "0", "syn_nli", 10, cross("syn_summ/test", "rougeL", 0.40, 0.10) + cross("syn_para/test", "acc", 0.5, 0.6))
+    sft_job(first, "1", "syn_summ", 10, cross("syn_nli/test", "acc", 0.40, 0.42) + cross("syn_para/test", "acc", 0.5, 0.45))
+    sft_job(first, "2", "syn_nli", 40, cross("syn_summ/test", "rougeL", 0.50, 0.25))
+    sft_job(first, "3", "syn_summ", 40, cross("syn_nli/test", "acc", 0.50, 0.50))
+    for i, rank in enumerate((2, 4, 8, 16)):
+        lora_job(first, f"{4 + i}", rank)
+    for i, rate in enumerate((0.1, 0.2)):
+        sft_job(first, f"rp{i}", "syn_nli", 40, [], replay=rate)
+    write_job(first, "failed", facts("k-failed"), [row("test", "in_domain", "before", "acc", 0.9)], status="failed")
+    write_job(first, "killed", facts("k-killed"), [], status="unfinished")
+    write_job(first, "rerun", facts("k-rerun"), [], status="failed", reason="preempted")
+    sft_job(second, "k-rerun", "syn_nli", 20, [])  # the same run key, finished in another sweep
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def report(sweeps, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    table, jobs = build_report(list(sweeps), out)
+    return out, table, jobs
+
+
+def read(out: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(out / f"{name}.csv")
+
+
+def test_mrc_equals_a_hand_computation(report):
+    mrc = read(report[0], "mrc").set_index(["ckpt_step", "task"])["mrc"]
+    assert mrc[(10, "syn_nli")] == pytest.approx(((0.10 - 0.40) / 0.40 + (0.6 - 0.5) / 0.5) / 2)  # -0.275
+    assert mrc[(10, "syn_summ")] == pytest.approx(((0.42 - 0.40) / 0.40 + (0.45 - 0.5) / 0.5) / 2)  # -0.025
+    assert mrc[(40, "syn_nli")] == pytest.approx(-0.5)
+    assert mrc[(40, "syn_summ")] == pytest.approx(0.0)
+    directions = read(report[0], "mrc_directions").set_index("direction")
+    assert directions.loc["classification -> generation", "mean_change"] == pytest.approx((-0.75 - 0.5) / 2)
+    assert directions.loc["generation -> classification", "mean_change"] == pytest.approx((0.05 - 0.1 + 0.0) / 3)
+    assert directions.loc["classification -> classification", "n"] == 1  # syn_para's kind from conf/task
+
+
+def test_forgetting_law_and_power_law_recover_planted_rows(report):
+    law = read(report[0], "forgetting_law").set_index("task").loc["syn_nli"]
+    assert (law["c"], law["s"], law["r2"]) == pytest.approx((1.5, 3.5, 1.0))
+    laws = read(report[0], "power_laws").set_index("metric")
+    for name, value in PLANTED.items():
+        assert laws.loc["train_loss", name] == pytest.approx(value, rel=0.01), name
+    assert laws.loc["train_loss", "ranks"] == 4
+    ceiling = {"s": 3.5 - 1.5 * PLANTED["s"], "a": -1.5 * PLANTED["a"]}  # forget_ce rises towards 2.75
+    for name, value in {**PLANTED, **ceiling}.items():
+        assert laws.loc["forget_ce", name] == pytest.approx(value, rel=0.01), name
+
+
+def test_before_after_intervals_bracket_the_mean(report):
+    ba = read(report[0], "before_after")
+    cells = ba[ba["before_lo"].notna()]
+    assert len(cells) >= 8
+    assert ((cells["before_lo"] <= cells["before"]) & (cells["before"] <= cells["before_hi"])).all()
+    assert ((cells["after_lo"] <= cells["after"]) & (cells["after"] <= cells["after_hi"])).all()
+    assert ba[ba["metric"] == "ece"]["before_lo"].isna().all()  # no per-example scores for ECE
+
+
+def test_reliability_bins_equal_a_hand_computation():
+    examples = pd.DataFrame([{"run_key": "k", "eval_set": "test", "split_kind": "in_domain", "stage": "after",
+                              "prompt": "default", "metric": "acc", "scores": [0.0, 1.0, 1.0, 1.0],
+                              "confidences": [0.1, 0.12, 0.95, 0.99]}])
+    runs = pd.DataFrame([{**facts("k"), **row("test", "in_domain", "after", "acc", 0.75)}])
+    bins = tables.reliability(runs, examples).set_index("bin")
+    assert bins["count"].to_dict() == {1: 2, 14: 2}  # 1/15 < 0.1, 0.12 <= 2/15; 14/15 < 0.95, 0.99 <= 1
+    assert bins.loc[1, ["confidence", "accuracy"]].tolist() == pytest.approx([0.11, 0.5])
+    assert bins.loc[14, ["confidence", "accuracy"]].tolist() == pytest.approx([0.97, 1.0])
+    assert tables.reliability(runs, examples.drop(columns="confidences")).empty
+
+
+def test_replay_and_methods_tables(report):
+    replay = read(report[0], "replay").set_index("replay_rate")
+    assert list(replay.index) == [0.0, 0.1, 0.2]
+    assert replay["forget_kl"].tolist() == pytest.approx([1.0, 0.9, 0.8])
+    methods = read(report[0], "methods").set_index(["ckpt_step", "method", "lora_rank"])
+    assert methods.loc[(40, "lora", 8), "ece_ts_after"] == pytest.approx(0.02)
+    assert methods.loc[(40, "lora", 8), "trainable_params"] == 8192
+
+
+def test_every_job_is_listed_and_a_rerun_is_kept_once(report, sweeps):
+    out, table, jobs = report
+    listed = read(out, "jobs").set_index("run_key")
+    assert listed.loc["k-failed", "status"] == "failed"
+    assert listed.loc["k-failed", "reason"] == "CUDA out of memory"
+    killed = read(out, "jobs").set_index("job").loc[str(sweeps[0] / "killed")]  # no rows: no run key
+    assert killed["status"] == "unfinished"
+    assert listed.loc["k-rerun", "status"] == "finished" and "second" in listed.loc["k-rerun", "job"]
+    assert listed.index.dropna().is_unique
+    assert set(table[table["run_key"] == "k-failed"]["status"]) == {"failed"}  # its partial rows are kept
+    html = (out / "index.html").read_text()
+    assert "k-failed" in html and "CUDA out of memory" in html and "killed</td>" in html
+    parquet = pd.read_parquet(out / "results.parquet")
+    assert len(parquet) == len(read(out, "results")) == len(table)
+
+
+def test_index_links_every_figure_and_table_and_needs_no_network(report):
+    out = report[0]
+    html = (out / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert set(images) == {"performance_by_checkpoint.png", "mrc_heatmap.png", "forgetting_vs_loss.png",
+                           "power_law_curves.png", "replay_curves.png", "calibration_bars.png",
+                           "reliability_diagrams.png"}
+    links = re.findall(r'href="([^"#]+)"', html)
+    assert all((out / f).is_file() for f in images + links)
+    assert "http" not in html and "<script" not in html
+    assert "Not in this sweep" not in html
+
+
+def test_command_line_prints_the_table_lists_failures_and_ends_with_the_sweep(sweeps, tmp_path):
+    out = subprocess.run([PYTHON, "-m", "ftdyn.report", str(sweeps[0]), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == f"results: {sweeps[0].resolve()}"
+    assert any(line.startswith("failed job: ") and "CUDA out of memory" in line for line in lines)
+    assert any(line.startswith("unfinished job (running or killed): ") and "killed" in line for line in lines)
+    assert (tmp_path / "r" / "index.html").is_file()
