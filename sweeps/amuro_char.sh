@@ -11,9 +11,8 @@
 # (3 sets + validation) x 2 stages, plus 2 cross-task sets), a syn_summ job ~90 s (greedy
 # generation of every set in 3 formats) -> (40 + 40 + 90) s x 3 checkpoints / 2 parallel = ~5 min.
 #
-# Needs eval.cross_tasks (list of tasks whose test sets every job is also scored on; a job skips
-# its own task), added by the cross-task work (issue #7's sibling). Without it the key is rejected:
-# drop that override to run the rest of the study.
+# eval.cross_tasks lists the tasks whose in-domain sets every job is also scored on (a job skips
+# its own task; the cross-task sets take the job's eval_size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -65,7 +65,8 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
     world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
     task = tasks.load(run.task, world, seed=run.seed)
-    cross = [tasks.load_cross_task(name, world, seed=run.seed) for name in run.eval.cross_tasks]
+    cross = [tasks.load_cross_task(name, world, run.seed, run.task.eval_size)
+             for name in run.eval.cross_tasks if name != run.task.name]  # a study lists every task for every job
     measure = dict(run=run, task=task, tokenizer=tokenizer, world=world, cross=cross,
                    heldout=model_heldout_rows(run.model, tokenizer))
 

@@ -87,10 +87,14 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
     return TaskData(cfg, train, validation, eval_sets, evaluated)
 
 
-def load_cross_task(name: str, world: World, seed: int = 0) -> TaskData:
+def load_cross_task(name: str, world: World, seed: int = 0, eval_size: int | None = None) -> TaskData:
     """Task option `name` for cross-task evaluation: the task whose in-domain sets are scored (an
-    instruction set's `eval_task`), which must have some."""
-    task = load(task_config(name), world, seed)
+    instruction set's `eval_task`), which must have some. `eval_size` (the job's own task's) caps
+    its sets, so a study that shrinks its sets shrinks the cross-task ones too."""
+    cfg = task_config(name)
+    if eval_size is not None:
+        cfg = dataclasses.replace(cfg, eval_size=min(cfg.eval_size, eval_size))
+    task = load(cfg, world, seed)
     task = task.evaluated or task
     if not any(es.split_kind == "in_domain" for es in task.eval_sets):
         raise C.ConfigError(f"eval.cross_tasks: task {name!r} has no in_domain evaluation set to score "
