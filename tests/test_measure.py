@@ -33,12 +33,18 @@ def test_examples_file_holds_one_score_per_example_whose_mean_is_the_row(cross_j
     scored = {k for k in value if k[4] in ("acc", "acc_norm", "rougeL")}
     assert {tuple(e[c] for c in columns) for e in examples} == scored  # every such row, and only those
     for e in examples:
-        assert set(e) == {"run_key", *columns, "scores"} and e["run_key"] == rows[0]["run_key"]
+        classified = e["metric"] == "acc" and e["split_kind"] != "probe" and "/" not in e["eval_set"] \
+            or e["eval_set"] == "syn_para/test"
+        assert set(e) == {"run_key", *columns, "scores", *(["confidences"] if classified else [])}
+        assert e["run_key"] == rows[0]["run_key"]
+        if classified:  # max-softmax over 3 (syn_nli) or 2 (syn_para) labels, one per example
+            assert len(e["confidences"]) == len(e["scores"])
+            assert all(1 / 3 - 1e-6 <= c <= 1 + 1e-6 for c in e["confidences"])
         mean = math.fsum(e["scores"]) / len(e["scores"])
         assert mean == pytest.approx(value[tuple(e[c] for c in columns)], abs=1e-12)
     sizes = {(e["eval_set"], e["metric"]): len(e["scores"]) for e in examples}
-    assert sizes[("test", "acc")] == 60 and sizes[("syn_para/test", "acc")] == 300  # syn_para's own eval_size
-    assert sizes[("syn_summ/test", "rougeL")] == 200
+    assert sizes[("test", "acc")] == 60 and sizes[("syn_para/test", "acc")] == 60  # the job's eval_size caps
+    assert sizes[("syn_summ/test", "rougeL")] == 60
     assert all(s in (0.0, 1.0) for e in examples if e["metric"] == "acc" for s in e["scores"])
     assert not any("scores" in r for r in rows)  # results.jsonl keeps the contract's columns
 

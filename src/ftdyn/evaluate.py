@@ -149,7 +149,9 @@ def _classification_rows(model, stage, fmt, demos, run, task: TaskData, tokenize
         predicted = logits.argmax(-1)
         base_predicted = predicted if base is None else _scores(base, None, task, tokenizer, es.examples, fmt,
                                                                   demos, run)[0].argmax(-1)
-        rows.append(scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()))
+        confidences = torch.softmax(logits, -1).max(-1).values.tolist()  # for the report's reliability diagrams
+        rows.append({**scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()),
+                     "confidences": confidences})
         values = {**calibration(logits, golds), "acc_vs_base": agreement(predicted, base_predicted)}
         if temperature is not None:
             scaled = calibration(logits, golds, temperature)

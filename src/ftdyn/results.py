@@ -57,10 +57,15 @@ def write_json_atomic(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
+#: per-example lists a row may carry; they go to examples.jsonl, never to results.jsonl
+PER_EXAMPLE = ("scores", "confidences")
+
+
 def write_rows(job_dir: Path, rows: list[dict]) -> Path:
-    """results.jsonl; per-example `scores` a row carries go to examples.jsonl instead."""
+    """results.jsonl; per-example lists a row carries (`PER_EXAMPLE`) go to examples.jsonl instead."""
     path = job_dir / "results.jsonl"
-    write_atomic(path, "".join(json.dumps({k: v for k, v in r.items() if k != "scores"}) + "\n" for r in rows))
+    write_atomic(path, "".join(json.dumps({k: v for k, v in r.items() if k not in PER_EXAMPLE}) + "\n"
+                               for r in rows))
     return path
 
 
@@ -69,9 +74,10 @@ EXAMPLE_COLUMNS = ("eval_set", "split_kind", "stage", "prompt", "metric")
 
 def write_examples(job_dir: Path, key: str, rows: list[dict]) -> Path:
     """examples.jsonl: the per-example scores of every row that has them (acc, acc_norm, rougeL),
-    one object per row, so the report can bootstrap confidence intervals."""
+    one object per row, so the report can bootstrap confidence intervals; classification acc
+    lines also carry each example's max-softmax `confidences` (reliability diagrams)."""
     path = job_dir / "examples.jsonl"
-    lines = [{"run_key": key, **{c: r[c] for c in EXAMPLE_COLUMNS}, "scores": r["scores"]}
+    lines = [{"run_key": key, **{c: r[c] for c in EXAMPLE_COLUMNS}, **{c: r[c] for c in PER_EXAMPLE if c in r}}
              for r in rows if "scores" in r]
     write_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
     return path

@@ -71,8 +71,8 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "ECE and MCE after fine-tuning, before and after temperature scaling, per method."),
         Section("reliability", "Reliability diagrams", "Per equal-width confidence bin (15) of the in-domain "
                 "sets: count, mean confidence and accuracy, per method and stage.", bins,
-                "needs per-example confidences (examples.jsonl `confidences`, a proposed extension: the "
-                "examples carry 0/1 correctness only); the method comparison's ECE/MCE bars summarise calibration",
+                "needs per-example confidences (examples.jsonl `confidences`, written for classification "
+                "in-domain sets); the method comparison's ECE/MCE bars summarise calibration",
                 figures.reliability_diagrams(bins, out),
                 "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
     ]

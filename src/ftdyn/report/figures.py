@@ -161,8 +161,7 @@ def replay_curves(replay: pd.DataFrame, out: Path) -> str | None:
 def calibration_bars(methods: pd.DataFrame, out: Path) -> str | None:
     """ECE and MCE of each method after fine-tuning, before and after temperature scaling.
 
-    A summary in place of reliability diagrams: those need per-example confidences, which
-    examples.jsonl does not carry (it holds 0/1 correctness only)."""
+    A summary beside the reliability diagrams, per method rather than per confidence bin."""
     columns = [f"{m}_after" for m in CALIBRATION]
     if methods.empty or not set(columns) <= set(methods):
         return None

@@ -224,8 +224,8 @@ def reliability(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
     confidence bin (lower < c <= upper), its count, mean confidence and accuracy.
 
     Reads `confidences` (max-softmax probability per example, in the order of `scores`) from
-    examples.jsonl acc lines: a proposed extension of the per-example contract; absent, the table
-    is empty and the report falls back to ECE/MCE bars."""
+    examples.jsonl acc lines (classification sets carry them); absent, the table is empty and the
+    report falls back to ECE/MCE bars."""
     if examples.empty or "confidences" not in examples:
         return pd.DataFrame()
     lines = examples[examples["confidences"].notna() & (examples["metric"] == "acc")
