@@ -44,6 +44,10 @@ TOKENIZER_DOCS = 20_000  # corpus documents the BPE vocabulary is learned from
 GLOSSARY_REPEATS = 20  # how often the prompt and label vocabulary appears in that text
 
 
+class CheckpointError(RuntimeError):
+    """A ladder checkpoint exists but cannot be read."""
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("FTDYN_CACHE", Path.home() / ".cache" / "ftdyn"))
 
@@ -161,7 +165,12 @@ def load_checkpoint(model: C.ModelConfig, step: int):
     if model.source != "ladder":
         raise NotImplementedError(f"model.source={model.source!r}: only ftdyn-built ladders load so far")
     path = checkpoint_dir(model, step)
-    return LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+    try:
+        return LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+    except Exception as err:  # safetensors, json and OS errors all mean the same here
+        raise CheckpointError(f"cannot load checkpoint step {step} from {path} ({type(err).__name__}: {err}); "
+                              f"a file there is corrupt or truncated: delete {path.parent} to rebuild the "
+                              "ladder (python -m ftdyn.ladder)") from err
 
 
 def manifest(model: C.ModelConfig) -> dict:

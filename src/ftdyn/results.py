@@ -26,6 +26,7 @@ def run_key(cfg: C.TrainConfig) -> str:
     unused = ((C.LORA_FIELDS if cfg.method.name not in C.LORA_METHODS else ())
               + (C.PROBE_FIELDS if cfg.method.name not in C.HEAD_METHODS else ()))
     spec["method"] = {k: v for k, v in spec["method"].items() if k not in unused}  # sft at rank 4 = sft at rank 16
+    spec["trainer"] = {k: v for k, v in spec["trainer"].items() if k not in C.RESUME_FIELDS}  # how often to save
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
