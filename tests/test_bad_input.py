@@ -77,6 +77,7 @@ def _run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
                           env={**os.environ, "FTDYN_OUT": str(cwd / "out"), **env}, timeout=600)
 
 
+@pytest.mark.slow  # a subprocess: seconds of imports
 @pytest.mark.parametrize("overrides, fragment", [
     (["task=nope"], "Could not find 'task/nope'"),
     (["ckpt.step=7"], "ckpt.step=7 is not in the micro ladder; available steps: [5, 10, 20, 40]"),
@@ -87,6 +88,7 @@ def test_single_run_with_bad_input_exits_nonzero(micro_ladder, tmp_path, overrid
     _no_done_marker(tmp_path)
 
 
+@pytest.mark.slow  # a subprocess: seconds of imports
 def test_non_finite_loss_stops_the_job_at_that_step_and_records_it(micro_ladder, tmp_path):
     out = _run(FAST + ["method.lr=1e30", "method.max_steps=10"], tmp_path)
     assert out.returncode != 0

@@ -171,6 +171,7 @@ def _sweep_cmd(sweep: Path, extra: list[str]) -> list[str]:
             f"hydra.sweep.dir={sweep}", *extra]
 
 
+@pytest.mark.slow  # a subprocess: seconds of imports
 def test_dry_run_lists_every_job_and_writes_nothing(micro_ladder, tmp_path):
     env = {**os.environ, "FTDYN_OUT": str(tmp_path / "out")}
     out = subprocess.run([PYTHON, "-m", "ftdyn.train", "-m", "ckpt=range", "model=micro", "task=syn_nli,syn_para",
@@ -184,6 +185,7 @@ def test_dry_run_lists_every_job_and_writes_nothing(micro_ladder, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a subprocess: seconds of imports
 def test_single_run_with_a_sweep_option_but_no_multirun_is_an_error(tmp_path):
     out = subprocess.run([PYTHON, "-m", "ftdyn.train", "ckpt=range", "model=micro"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300, env={**os.environ, "FTDYN_OUT": str(tmp_path)})
