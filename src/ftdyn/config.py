@@ -28,6 +28,8 @@ TASK_KINDS = ("classification", "generation", "multiple_choice")
 SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain", "cross_task")
 LABEL_SCORINGS = ("first_token", "first_token_space", "constrained")
 MODEL_SOURCES = ("ladder", "hub")
+KEEP = ("none", "last", "all")  #: trainer.keep
+RESUME_FIELDS = ("checkpoint_every_n_steps", "keep")  #: trainer fields that never change a result
 
 
 class ConfigError(ValueError):
@@ -314,6 +316,16 @@ class TrainerConfig:
     enable_progress_bar: bool = False
     threads: int = 0  #: torch CPU threads per job (0: torch's default). Tiny models are bound by
     #: per-op overhead, so two 1-thread jobs side by side (hydra/launcher=joblib) train twice as fast.
+    checkpoint_every_n_steps: int = 100  #: save checkpoints/<stage>/last.ckpt this often, to resume a killed job (0: never)
+    keep: str = "none"  #: checkpoints a done job keeps: none | last (the final weights) | all
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.checkpoint_every_n_steps < 0:
+            out.append(f"trainer.checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be >= 0 (0: never)")
+        if self.keep not in KEEP:
+            out.append(f"trainer.keep={self.keep!r}: allowed {list(KEEP)}")
+        return out
 
 
 @dataclass
@@ -341,7 +353,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = [p for group in (self.model, self.task, self.method, self.prompt, self.fewshot,
-                                    self.replay, self.eval) for p in group.problems()]
+                                    self.replay, self.eval, self.trainer) for p in group.problems()]
         if self.ckpt.step is not None and self.model.checkpoints and self.ckpt.step not in self.model.checkpoints:
             problems.append(f"ckpt.step={self.ckpt.step} is not in the {self.model.name} ladder; "
                             f"available steps: {list(self.model.checkpoints)}")

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
@@ -171,7 +171,54 @@ def replay_plan(n_task: int, batch_size: int, rate: float) -> list[tuple[int, in
     return plan
 
 
-class ReplayBatchSampler(Sampler[list[int]]):
+class ResumableBatches(Sampler[list[int]]):
+    """Seeded batches that can start at any optimiser step, so a resumed job sees the same batches.
+
+    Subclasses draw one pass (epoch) of batches from `self.generator` in `_epoch`. The first
+    iteration replays `skip` batches' worth of passes from the seed without yielding them: the
+    generator then stands exactly where an uninterrupted run's would, and no state beyond the
+    step count (which Lightning's checkpoint restores) is needed. Lightning cannot do this for a
+    plain sampler: on a mid-epoch resume it would restart the epoch from its first batch.
+    """
+
+    def __init__(self, seed: int, skip: int = 0):
+        super().__init__()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.skip = skip
+
+    def _epoch(self) -> list[list[int]]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._epoch()
+        while self.skip >= len(batches):  # whole passes finished before the resume
+            self.skip -= len(batches)
+            batches = self._epoch()
+        start, self.skip = self.skip, 0
+        yield from batches[start:]
+
+
+class ShuffledBatches(ResumableBatches):
+    """Shuffled batches of `n` rows, identical to `DataLoader(shuffle=True, generator=seeded)`'s.
+
+    Each pass draws what that loader draws from its generator: the iterator's base seed (one
+    int64, unused without workers), then `RandomSampler`'s permutation.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, skip: int = 0):
+        super().__init__(seed, skip)
+        self.n, self.batch_size = n, batch_size
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def _epoch(self) -> list[list[int]]:
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # the DataLoader's base seed
+        order = list(RandomSampler(range(self.n), generator=self.generator))
+        return [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+
+
+class ReplayBatchSampler(ResumableBatches):
     """Batches of indices into `task_rows + replay_rows` that follow `replay_plan`.
 
     Indices below `n_task` are task rows, the rest replay rows. Each pass (epoch) shuffles the
@@ -181,28 +228,42 @@ class ReplayBatchSampler(Sampler[list[int]]):
     seed. Batch sizes do not depend on the order, so `len` and `replay_fraction` need no pass.
     """
 
-    def __init__(self, n_task: int, n_replay: int, batch_size: int, rate: float, seed: int = 0):
-        super().__init__()
+    def __init__(self, n_task: int, n_replay: int, batch_size: int, rate: float, seed: int = 0, skip: int = 0):
+        super().__init__(seed, skip)
         if n_task <= 0 or n_replay <= 0:
             raise ValueError(f"replay needs task and replay rows (got {n_task} and {n_replay})")
         self.n_task, self.n_replay = n_task, n_replay
         self.plan = replay_plan(n_task, batch_size, rate)
-        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _epoch(self) -> list[list[int]]:
         tasks = torch.randperm(self.n_task, generator=self.generator).tolist()
         replays = (torch.randperm(self.n_replay, generator=self.generator) + self.n_task).tolist()
-        t = r = 0
+        batches, t, r = [], 0, 0
         for n_tasks, n_replay in self.plan:
-            yield tasks[t:t + n_tasks] + [replays[(r + j) % self.n_replay] for j in range(n_replay)]
+            batches.append(tasks[t:t + n_tasks] + [replays[(r + j) % self.n_replay] for j in range(n_replay)])
             t, r = t + n_tasks, r + n_replay
+        return batches
 
     def replay_fraction(self) -> float:
         """Replay rows / all rows over one epoch."""
         return sum(r for _, r in self.plan) / sum(t + r for t, r in self.plan)
+
+
+class StepResumedLoader(DataLoader):
+    """A DataLoader that Lightning treats as resumable (it has `state_dict` / `load_state_dict`).
+
+    It keeps no state of its own: where it starts is the trainer's restored step, which
+    `TrainDataModule.train_dataloader` hands to the batch sampler.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class TrainDataModule(L.LightningDataModule):
@@ -238,25 +299,28 @@ class TrainDataModule(L.LightningDataModule):
         # copies, so marking them does not touch the caller's rows (e.g. the held-out set)
         self.replay_rows = [{**r, "replay": True} for r in replay_rows or []] if replay_rate > 0 else []
 
-    def _batch_sampler(self) -> ReplayBatchSampler:
-        return ReplayBatchSampler(len(self.rows), len(self.replay_rows), self.batch_size, self.replay_rate,
-                                  seed=self.seed)
+    def _batch_sampler(self, skip: int = 0) -> ResumableBatches:
+        if self.replay_rows:
+            return ReplayBatchSampler(len(self.rows), len(self.replay_rows), self.batch_size, self.replay_rate,
+                                      seed=self.seed, skip=skip)
+        return ShuffledBatches(len(self.rows), self.batch_size, seed=self.seed, skip=skip)
 
     def steps_per_epoch(self) -> int:
         """Batches in one epoch, which sizes the LR schedule."""
-        if self.replay_rows:
-            return len(self._batch_sampler())
-        return -(-len(self.rows) // self.batch_size)
+        return len(self._batch_sampler())
 
     def replay_fraction(self) -> float:
         """Realised share of replay rows over one epoch (0.0 without replay), for the results."""
         return self._batch_sampler().replay_fraction() if self.replay_rows else 0.0
 
     def train_dataloader(self) -> DataLoader:
-        if self.replay_rows:
-            return DataLoader(self.rows + self.replay_rows, batch_sampler=self._batch_sampler(),
-                              collate_fn=lambda b: collate(b, self.pad_id))
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True, generator=generator,
-                          collate_fn=lambda b: collate(b, self.pad_id))
+        """Batches from the first one not yet trained on: a Trainer resumed from a checkpoint at
+        step N has `global_step` N here, so its first batch is an uninterrupted run's N+1-th.
+
+        The loader gets a throwaway generator for its per-pass base seed, so iterating never
+        advances the global RNG (which LoRA initialisation draws from).
+        """
+        done = self.trainer.global_step if self.trainer is not None else 0
+        return StepResumedLoader(self.rows + self.replay_rows, batch_sampler=self._batch_sampler(skip=done),
+                          generator=torch.Generator(), collate_fn=lambda b: collate(b, self.pad_id))
 

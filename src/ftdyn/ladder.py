@@ -45,6 +45,10 @@ TOKENIZER_DOCS = 20_000  # corpus documents the BPE vocabulary is learned from
 GLOSSARY_REPEATS = 20  # how often the prompt and label vocabulary appears in that text
 
 
+class CheckpointError(RuntimeError):
+    """A ladder checkpoint exists but cannot be read."""
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("FTDYN_CACHE", Path.home() / ".cache" / "ftdyn"))
 
@@ -164,7 +168,12 @@ def load_checkpoint(model: C.ModelConfig, step: int):
         lm, tokenizer, revision = hub_models.load(model, step)
     else:
         path, revision = checkpoint_dir(model, step), f"step{step}"
-        lm, tokenizer = LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+        try:
+            lm, tokenizer = LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+        except Exception as err:  # safetensors, json and OS errors all mean the same here
+            raise CheckpointError(f"cannot load checkpoint step {step} from {path} ({type(err).__name__}: {err}); "
+                                  f"a file there is corrupt or truncated: delete {path.parent} to rebuild the "
+                                  "ladder (python -m ftdyn.ladder)") from err
     fingerprints.record(record_name(model), step, lm, revision)
     return lm, tokenizer
 

@@ -21,13 +21,19 @@ NOT_IN_KEY = ("logger",)
 
 
 def run_key(cfg: C.TrainConfig) -> str:
-    """A stable hash of the resolved config without paths and logging settings."""
+    """A stable hash of what the job computes (`run_spec`)."""
+    return hashlib.sha256(json.dumps(run_spec(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_spec(cfg: C.TrainConfig) -> dict:
+    """The resolved config without logging settings, checkpoint cadence and fields the method ignores."""
     spec = {k: v for k, v in C.as_dict(cfg).items() if k not in NOT_IN_KEY}
     spec["ckpt"] = {"step": cfg.ckpt_step}  # ckpt=final and ckpt.step=<final> are the same run
     unused = ((C.LORA_FIELDS if cfg.method.name not in C.LORA_METHODS else ())
               + (C.PROBE_FIELDS if cfg.method.name not in C.HEAD_METHODS else ()))
     spec["method"] = {k: v for k, v in spec["method"].items() if k not in unused}  # sft at rank 4 = sft at rank 16
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    spec["trainer"] = {k: v for k, v in spec["trainer"].items() if k not in C.RESUME_FIELDS}  # how often to save
+    return spec
 
 
 def run_facts(cfg: C.TrainConfig, key: str) -> dict:

@@ -2,8 +2,11 @@
 
     python -m ftdyn.train                                   # final tiny checkpoint, syn_nli, sft
     python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para   # one job per checkpoint x task
+    python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para +dry=true   # list those jobs, run nothing
 
-Tests call `train(cfg, job_dir)` directly with a config from `compose_config`.
+Jobs run in the run store (`ftdyn.jobs`): re-running a command skips done jobs (`+force=true`
+runs them again) and resumes killed ones from their checkpoints. Tests call
+`train(cfg, job_dir)` directly with a config from `compose_config`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
-from ftdyn import fingerprints, ladder, results, tasks
+from ftdyn import fingerprints, jobs, ladder, results, tasks
 from ftdyn.data import model_heldout_rows
 from ftdyn.evaluate import evaluate_stage
-from ftdyn.methods import fit
+from ftdyn.methods import fit, plan
+from ftdyn.methods.checkpoints import prune
 from ftdyn.methods.inloop import InLoopEval
 from ftdyn.world.entities import make_world
 
@@ -94,6 +98,8 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     results.write_examples(job_dir, key, rows)
     results.write_rows(job_dir, [{**base, **row} for row in rows])
     results.mark_done(job_dir, key)
+    stages = plan(run.method)
+    prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
     log.info("job %s done in %.1f s: %s", key, time.time() - started, job_dir)
     return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
 
@@ -114,7 +120,8 @@ def _name_heldout(rows: list[dict], name: str) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    jobs.refuse_sweep_without_multirun()
+    jobs.run(cfg, Path(HydraConfig.get().runtime.output_dir), train)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from peft import LoraConfig, get_peft_model
 
 from ftdyn import config as C
 from ftdyn.data import TrainDataModule, encode_pair, encode_prompt, pretrain_rows, text_rows
+from ftdyn.methods.checkpoints import StageCheckpoints
 from ftdyn.methods.heads import ClassifierHead
 from ftdyn.methods.module import CausalLMModule
 
@@ -97,7 +98,9 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
         callbacks: list[L.Callback] | None = None) -> Fitted:
     """Run every stage of `run.method` on `model`; return what to evaluate and the run facts.
 
-    `callbacks` go to every stage's Trainer (in-loop evaluation, for one).
+    `callbacks` go to every stage's Trainer (in-loop evaluation, for one). Stages checkpoint
+    under `job_dir` (`ftdyn.methods.checkpoints`): a re-run restores finished stages and resumes
+    the unfinished one; `resumed_from_step` (a run fact only then) says from which step.
     """
     use_head = run.method.name in C.HEAD_METHODS
     head = ClassifierHead(model.config.hidden_size, len(task.cfg.label_words)) if use_head else None
@@ -115,10 +118,12 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
             fitted.model = add_lora(fitted.model, run.method)
         _set_trainable(fitted.model, head, stage.trains)
         start = _head_state(head)
-        module = _fit_stage(fitted.model, head, data, stage, run, job_dir, callbacks or [])
+        module, steps, resumed_at = _fit_stage(fitted.model, head, data, stage, run, job_dir, callbacks or [])
+        if resumed_at:
+            fitted.facts["resumed_from_step"] = fitted.facts["train_steps"] + resumed_at
         fitted.head_at[stage.name] = (start, _head_state(head))
         fitted.facts["trainable_params"] = sum(p.numel() for p in module.trainable_parameters())
-        fitted.facts["train_steps"] += module.global_step
+        fitted.facts["train_steps"] += steps
         fitted.facts["train_tokens"] += module.tokens_seen
         if head is not None:
             fitted.facts[f"classifier_norm_{stage.name}"] = head.norm()
@@ -131,18 +136,29 @@ def _head_state(head: ClassifierHead | None):
 
 
 def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path,
-               callbacks: list[L.Callback]) -> CausalLMModule:
+               callbacks: list[L.Callback]) -> tuple[CausalLMModule, int, int]:
+    """Train one stage, or restore it if a previous run of the job finished or checkpointed it.
+
+    Returns the module, the stage's optimiser steps and the step it resumed from (0: a fresh
+    start; all its steps: restored finished).
+    """
     total = stage.epochs * data.steps_per_epoch()
     if run.method.max_steps > 0:
         total = min(total, run.method.max_steps)
     module = CausalLMModule(model, lr=stage.lr, total_steps=total, weight_decay=run.method.weight_decay, head=head,
                             warmup_steps=math.ceil(run.method.warmup_ratio * total))
+    checkpoints = StageCheckpoints(job_dir, stage.name, run.trainer.checkpoint_every_n_steps)
+    if checkpoints.finished():
+        steps = checkpoints.restore_finished(module, callbacks)
+        return module, steps, steps
+    saves = checkpoints.callbacks()
     trainer = L.Trainer(max_epochs=stage.epochs, max_steps=total, accelerator=run.trainer.accelerator,
                         devices=run.trainer.devices, precision=run.trainer.precision,
                         logger=CSVLogger(job_dir, name="", version=stage.name),
-                        log_every_n_steps=run.trainer.log_every_n_steps, enable_checkpointing=False,
+                        log_every_n_steps=run.trainer.log_every_n_steps, enable_checkpointing=bool(saves),
                         enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
-                        callbacks=callbacks)
+                        callbacks=callbacks + saves)
     model.train()  # evaluation before fitting left it in eval mode
-    trainer.fit(module, data)
-    return module
+    trainer.fit(module, data, ckpt_path=checkpoints.resume_path())
+    checkpoints.finish(trainer)
+    return module, trainer.global_step, module.resumed_from_step

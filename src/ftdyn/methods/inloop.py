@@ -35,6 +35,17 @@ class InLoopEval(L.Callback):
                       for metric, value in measures.items()]
         module.model.train()
 
-    def on_train_end(self, trainer, module):
-        self.offset += trainer.global_step
+    def teardown(self, trainer, module, stage):
+        """Count this stage's steps on. Not `on_train_end`: a Trainer resumed from a checkpoint
+        of its final step trains no further and skips that hook; teardown always runs."""
+        if stage == "fit":
+            self.offset += trainer.global_step
+
+    def state_dict(self) -> dict:
+        """Rows so far, the loss since the last record and earlier stages' steps: saved in every
+        training checkpoint, so a resumed job's curve has no gap and no repeat."""
+        return {"offset": self.offset, "losses": list(self.losses), "rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.offset, self.losses, self.rows = state["offset"], list(state["losses"]), list(state["rows"])
 

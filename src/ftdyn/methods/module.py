@@ -22,6 +22,15 @@ from ftdyn.methods.heads import ClassifierHead, last_token_features
 log = logging.getLogger(__name__)
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss became inf or nan; `step` is the optimiser step of the stage it happened at."""
+
+    def __init__(self, loss: float, step: int):
+        super().__init__(f"non-finite training loss {loss} at step {step}: lower method.lr (or method.probe_lr), "
+                         "or check the data")
+        self.step = step
+
+
 class CausalLMModule(L.LightningModule):
     """Cross-entropy (LM or head), AdamW over trainable parameters, linear schedule with warmup."""
 
@@ -32,6 +41,7 @@ class CausalLMModule(L.LightningModule):
         self.lr, self.total_steps = lr, total_steps
         self.warmup_steps, self.weight_decay = warmup_steps, weight_decay
         self.tokens_seen = 0
+        self.resumed_from_step = 0  #: the global step of the checkpoint this module was restored from
 
     def _lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -54,10 +64,22 @@ class CausalLMModule(L.LightningModule):
             if rows.any():
                 loss = loss + part_loss({k: v[rows] for k, v in batch.items()}) * rows.sum() / rows.numel()
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+            raise TrainingDiverged(loss.item(), self.global_step)
         self.tokens_seen += int(batch["attention_mask"].sum())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep what Lightning does not: the token count and the global RNG (LoRA dropout draws from it)."""
+        checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        self.resumed_from_step = checkpoint.get("global_step", 0)
+        log.info("resuming from step %d", self.resumed_from_step)
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         head = list(self.head.parameters()) if self.head is not None else []

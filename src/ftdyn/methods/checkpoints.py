@@ -1,0 +1,100 @@
+"""Training checkpoints of a job's method stages, so a killed job resumes where it stopped.
+
+Under the job directory, per stage of the method (`ftdyn.methods.plan`):
+
+    checkpoints/<stage>/last.ckpt   every `trainer.checkpoint_every_n_steps` optimiser steps
+                                    (Lightning's ModelCheckpoint): weights, optimizer, LR
+                                    schedule, loop progress, callback state (in-loop rows)
+    checkpoints/<stage>/end.ckpt    written, atomically, when the stage has finished
+
+A re-run job restores a finished stage from `end.ckpt` without training it (an LP-FT job
+killed during ft keeps its probed head), and resumes an unfinished one from `last.ckpt` through
+`trainer.fit(ckpt_path=...)`. Batches continue where they stopped because the training data
+starts at the restored step (`ftdyn.data.ResumableBatches`). `prune` applies the
+`trainer.keep` policy once the job is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+
+
+class StageCheckpoints:
+    """Where one stage of a job saves and finds its checkpoints; off when `every_n_steps` is 0."""
+
+    def __init__(self, job_dir: Path, stage: str, every_n_steps: int):
+        self.dir = job_dir / CHECKPOINTS / stage
+        self.every = every_n_steps
+        self.last, self.end = self.dir / "last.ckpt", self.dir / "end.ckpt"
+
+    def callbacks(self) -> list[L.Callback]:
+        if self.every <= 0:
+            return []
+        return [ModelCheckpoint(dirpath=self.dir, filename="last", save_top_k=0, save_last=True,
+                                every_n_train_steps=self.every, enable_version_counter=False)]
+
+    def finished(self) -> bool:
+        return self.every > 0 and self.end.exists()
+
+    def resume_path(self) -> Path | None:
+        """`last.ckpt` if there is a readable one. A file cut short by a kill during its write is
+        not a zip archive; it is set aside and the stage starts over rather than failing the job."""
+        if self.every <= 0 or not self.last.exists():
+            return None
+        if not zipfile.is_zipfile(self.last):
+            log.warning("unreadable checkpoint %s (cut short?): moved aside, stage starts from step 0", self.last)
+            os.replace(self.last, self.last.with_suffix(".ckpt.corrupt"))
+            return None
+        return self.last
+
+    def finish(self, trainer: L.Trainer) -> None:
+        """Record the finished stage (weights, head, callback state) and drop its step checkpoint."""
+        if self.every <= 0:
+            return
+        tmp = self.dir / ".end.ckpt.tmp"
+        trainer.save_checkpoint(tmp, weights_only=False)
+        os.replace(tmp, self.end)
+        self.last.unlink(missing_ok=True)
+
+    def restore_finished(self, module: L.LightningModule, callbacks: list[L.Callback]) -> int:
+        """Load a finished stage into `module` and `callbacks`; return the stage's optimiser steps."""
+        ckpt = torch.load(self.end, map_location="cpu", weights_only=False)
+        module.load_state_dict(ckpt["state_dict"])
+        module.on_load_checkpoint(ckpt)
+        states = ckpt.get("callbacks", {})
+        for callback in callbacks:
+            if callback.state_key in states:
+                callback.load_state_dict(states[callback.state_key])
+        log.info("stage %s already finished (%d steps): restored from %s", self.dir.name, ckpt["global_step"],
+                 self.end)
+        return ckpt["global_step"]
+
+
+def prune(job_dir: Path, keep: str, last_stage: str | None) -> None:
+    """Apply the keep policy to a done job: `none` deletes every checkpoint, `last` keeps the
+    final stage's `end.ckpt` (the fine-tuned weights), `all` keeps everything."""
+    root = job_dir / CHECKPOINTS
+    if keep == "all" or not root.exists():
+        return
+    for stage_dir in root.iterdir():
+        if keep == "last" and stage_dir.name == last_stage:
+            for path in stage_dir.iterdir():
+                if path.name != "end.ckpt":
+                    path.unlink()
+        else:
+            shutil.rmtree(stage_dir)
+    if keep == "none":
+        root.rmdir()

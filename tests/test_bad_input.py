@@ -1,0 +1,128 @@
+"""Bad input ends the job with a message naming the key or file and what is allowed, a failure
+record and no done marker; a single run exits non-zero; a sweep's other jobs still finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON
+from ftdyn import jobs, ladder
+from ftdyn.train import compose_config, train
+
+FAST = ["model=micro", "task.train_size=32", "task.eval_size=8", "fewshot.k=0", "method.max_steps=2"]
+
+# (case, overrides, fragments the message must contain)
+CASES = [
+    ("unknown task", ["task=nope"], ["task/nope", "syn_nli"]),  # Hydra lists the available options
+    ("unknown model", ["model=nope"], ["model/nope", "micro"]),
+    ("unknown method", ["method=nope"], ["method/nope", "lpft"]),
+    ("unknown option key", ["+method.rnk=4"], ["unknown key method.rnk", "'rank'"]),
+    ("misspelled key", ["method.rnk=4"], ["Could not override 'method.rnk'", "Key 'rnk' not in 'MethodConfig'"]),
+    ("unknown method name", ["method.name=sgd"], ["method.name='sgd': allowed", "'lplora'"]),
+    ("unknown task source", ["task.source=s3"], ["task.source='s3' is not available; allowed: ['tinyworld', 'hub']"]),
+    ("rank zero", ["method=lora", "method.rank=0"], ["method.rank=0: must be a positive integer"]),
+    ("rank negative", ["method=lora", "method.rank=-4"], ["method.rank=-4: must be a positive integer"]),
+    ("replay rate one", ["replay.rate=1.0"], ["replay.rate=1.0: allowed [0, 1)"]),
+    ("replay rate negative", ["replay.rate=-0.1"], ["replay.rate=-0.1: allowed [0, 1)"]),
+    ("fewshot k negative", ["fewshot.k=-1"], ["fewshot.k=-1, fewshot.k_after=0: must be >= 0"]),
+    ("learning rate negative", ["method.lr=-0.001"], ["method.lr=-0.001: must be > 0"]),
+    ("checkpoint step not in ladder", ["ckpt.step=7"],
+     ["ckpt.step=7 is not in the micro ladder; available steps: [5, 10, 20, 40]"]),
+    ("keep policy", ["trainer.keep=some"], ["trainer.keep='some': allowed ['none', 'last', 'all']"]),
+    ("launch flag not boolean", ["+force=maybe"], ["force='maybe': allowed true or false"]),
+    ("evaluation set empty after removing train examples", ["task.train_size=2700", "task.eval_size=300"],
+     ["split validation: no new example", "lower task.train_size or task.eval_size"]),
+    ("task file without eval_sets", ["task=broken"], ["task broken: task.eval_sets is empty"]),
+]
+
+
+@pytest.fixture
+def conf_extra(tmp_path) -> Path:
+    """A config dir adding `task=broken`: a task yaml that lacks its evaluation sets."""
+    (tmp_path / "extra" / "task").mkdir(parents=True)
+    (tmp_path / "extra" / "task" / "broken.yaml").write_text(
+        "name: broken\nversion: 1\nfamily: nli\nkind: classification\nlabel_words: [yes, no]\n")
+    return tmp_path / "extra"
+
+
+def _no_done_marker(root: Path) -> None:
+    assert not list(root.rglob("done"))
+
+
+@pytest.mark.parametrize("case, overrides, fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_names_the_key_and_what_is_allowed(micro_ladder, tmp_path, monkeypatch, conf_extra,
+                                                     case, overrides, fragments):
+    monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
+    job_dir = tmp_path / "job"
+    with pytest.raises(Exception) as caught:
+        cfg = compose_config(FAST + overrides + [f"hydra.searchpath=[file://{conf_extra}]"])
+        jobs.run(cfg, job_dir, train)
+    message = str(caught.value) + str(caught.value.__cause__ or "")
+    for fragment in fragments:
+        assert fragment in message
+    _no_done_marker(tmp_path)
+    if job_dir.exists():  # the job started: it says why it failed
+        failed = json.loads((job_dir / "failed.json").read_text())
+        assert failed["reason"].split(": ", 1)[1].strip("'\"").startswith(str(caught.value).strip("'\"")[:40])
+
+
+def _run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "ftdyn.train", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "FTDYN_OUT": str(cwd / "out"), **env}, timeout=600)
+
+
+@pytest.mark.slow  # a subprocess: seconds of imports
+@pytest.mark.parametrize("overrides, fragment", [
+    (["task=nope"], "Could not find 'task/nope'"),
+    (["ckpt.step=7"], "ckpt.step=7 is not in the micro ladder; available steps: [5, 10, 20, 40]"),
+])
+def test_single_run_with_bad_input_exits_nonzero(micro_ladder, tmp_path, overrides, fragment):
+    out = _run(FAST + overrides, tmp_path)
+    assert out.returncode != 0 and fragment in out.stderr
+    _no_done_marker(tmp_path)
+
+
+@pytest.mark.slow  # a subprocess: seconds of imports
+def test_non_finite_loss_stops_the_job_at_that_step_and_records_it(micro_ladder, tmp_path):
+    out = _run(FAST + ["method.lr=1e30", "method.max_steps=10"], tmp_path)
+    assert out.returncode != 0
+    assert "non-finite training loss" in out.stderr and "lower method.lr" in out.stderr
+    _no_done_marker(tmp_path)
+    records = list(tmp_path.rglob("failed.json"))
+    assert len(records) == 2  # the run store and Hydra's run dir
+    failed = json.loads(records[0].read_text())
+    assert failed["reason"].startswith("TrainingDiverged: non-finite training loss")
+    assert 1 <= failed["step"] < 10 and f"at step {failed['step']}:" in failed["reason"]
+
+
+def test_truncated_checkpoint_file_is_named_with_how_to_rebuild(micro_ladder, micro_model_cfg, tmp_path,
+                                                                monkeypatch):
+    cache = tmp_path / "cache"
+    shutil.copytree(micro_ladder, cache / "ladders" / micro_ladder.name)
+    weights = cache / "ladders" / micro_ladder.name / "step40" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    monkeypatch.setenv("FTDYN_CACHE", str(cache))
+    monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
+    with pytest.raises(ladder.CheckpointError) as caught:
+        jobs.run(compose_config(FAST), tmp_path / "job", train)
+    message = str(caught.value)
+    assert str(weights.parent) in message and f"delete {weights.parent.parent} to rebuild" in message
+    _no_done_marker(tmp_path)
+    assert json.loads((tmp_path / "job" / "failed.json").read_text())["reason"].startswith("CheckpointError")
+
+
+@pytest.mark.slow
+def test_one_bad_job_fails_and_the_sweep_still_finishes_the_other(micro_ladder, tmp_path):
+    sweep = tmp_path / "sweep"
+    out = _run(["-m", *FAST, "method=lora", "method.rank=0,4", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert out.returncode != 0
+    assert "method.rank=0: must be a positive integer" in out.stderr
+    failed = json.loads((sweep / "0" / "failed.json").read_text())
+    assert "method.rank=0" in failed["reason"] and failed["step"] is None and not (sweep / "0" / "done").exists()
+    assert (sweep / "1" / "done").exists() and (sweep / "1" / "results.jsonl").exists()
