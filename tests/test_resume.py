@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader
 from conftest import MICRO, PYTHON
 from ftdyn import config as C
 from ftdyn import jobs, results
-from ftdyn.data import ReplayBatchSampler, ShuffledBatches
+from ftdyn.data import ReplayBatchSampler, ShuffledBatches, TrainDataModule, collate
 from ftdyn.methods.inloop import InLoopEval
 from ftdyn.train import compose_config, train
 
@@ -55,6 +56,34 @@ def test_shuffled_batches_equal_a_shuffled_dataloader_over_several_epochs():
     theirs = [b.tolist() for _ in range(3) for b in loader]
     sampler = ShuffledBatches(21, 4, seed=5)
     assert [b for _ in range(3) for b in sampler] == theirs and len(theirs) == 18
+
+
+class _Seen(L.LightningModule):
+    """Records the first token of every row of every batch a Trainer feeds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.seen = torch.nn.Linear(1, 1), []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch["input_ids"][:, 0].tolist())
+        return self.w(torch.ones(1, 1)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("n_rows", [64, 61])  # full last batch (Lightning stops at len()) and a partial one
+def test_a_trainer_sees_the_batches_of_a_shuffled_dataloader(n_rows):
+    rows = [{"input_ids": [i], "labels": [i]} for i in range(n_rows)]
+    seen = []
+    for data in (DataLoader(rows, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(2),
+                            collate_fn=lambda b: collate(b, 0)), TrainDataModule(rows, 8, 0, seed=2)):
+        module = _Seen()
+        L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False).fit(module, data)
+        seen.append(module.seen)
+    assert seen[0] == seen[1] and len(seen[0]) == 3 * -(-n_rows // 8)
 
 
 @pytest.mark.parametrize("make", [lambda skip: ShuffledBatches(21, 4, seed=5, skip=skip),

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
@@ -201,8 +201,10 @@ class ResumableBatches(Sampler[list[int]]):
 class ShuffledBatches(ResumableBatches):
     """Shuffled batches of `n` rows, identical to `DataLoader(shuffle=True, generator=seeded)`'s.
 
-    Each pass draws what that loader draws from its generator: the iterator's base seed (one
-    int64, unused without workers), then `RandomSampler`'s permutation.
+    Each pass draws what that loader draws from its generator under a Trainer: the iterator's
+    base seed (one int64, unused without workers), then `RandomSampler`'s permutation, then its
+    empty tail permutation, which only a partial last batch reaches (Lightning stops asking at
+    `len()`, so with full batches it is never drawn).
     """
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, skip: int = 0):
@@ -214,7 +216,9 @@ class ShuffledBatches(ResumableBatches):
 
     def _epoch(self) -> list[list[int]]:
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # the DataLoader's base seed
-        order = list(RandomSampler(range(self.n), generator=self.generator))
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        if self.n % self.batch_size:
+            torch.randperm(self.n, generator=self.generator)  # RandomSampler's tail, reached by the partial batch
         return [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
 
 
