@@ -161,7 +161,9 @@ def load_checkpoint(model: C.ModelConfig, step: int):
     if model.source != "ladder":
         raise NotImplementedError(f"model.source={model.source!r}: only ftdyn-built ladders load so far")
     path = checkpoint_dir(model, step)
-    return LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+    remote = model.trust_remote_code  # never True unless model.trust_remote_code=true is set
+    return (LlamaForCausalLM.from_pretrained(path, trust_remote_code=remote),
+            PreTrainedTokenizerFast.from_pretrained(path, trust_remote_code=remote))
 
 
 def manifest(model: C.ModelConfig) -> dict:
