@@ -114,6 +114,13 @@ def test_ranks_started_in_the_wrong_number_are_refused_naming_the_keys(monkeypat
     cluster.check_ranks(C.TrainerConfig(strategy="ddp", devices=2), multirun=True)
 
 
+def test_sharded_training_on_several_ranks_is_refused_until_its_weights_can_be_gathered(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(C.ConfigError, match="trainer.strategy=fsdp with 2 ranks: evaluating sharded weights"):
+        cluster.check_ranks(C.TrainerConfig(strategy="fsdp", devices=2), multirun=True)
+
+
 def test_unknown_strategy_is_a_config_error():
     with pytest.raises(C.ConfigError, match=r"trainer.strategy='deepspeed': allowed \['auto', 'ddp', 'fsdp'\]"):
         C.to_typed(compose_config(["trainer.strategy=deepspeed"]))

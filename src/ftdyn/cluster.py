@@ -85,6 +85,10 @@ def _started_ranks() -> int | None:
 def check_ranks(trainer: C.TrainerConfig, multirun: bool) -> None:
     """Refuse a multi-process job whose ranks nobody started, or started in the wrong number."""
     want = trainer.world_size
+    if trainer.strategy == "fsdp" and want > 1:
+        raise C.ConfigError(
+            f"trainer.strategy=fsdp with {want} ranks: evaluating sharded weights on rank 0 is not built yet "
+            f"(the full weights must be gathered after training); use trainer=ddp, or fsdp on one device")
     started = _started_ranks()
     if want == 1 or started == want:
         return
