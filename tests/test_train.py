@@ -46,8 +46,9 @@ def test_rows_cover_every_stage_split_kind_and_run_fact(job):
         assert (stage, "probe", "world_facts", "acc") in seen
         assert (stage, "pretrain", "tinyworld_heldout", "pretrain_loss") in seen
     facts = {r["metric"]: r["value"] for r in rows if r["stage"] == "run"}
-    assert set(facts) == {"trainable_params", "train_steps", "train_tokens", "wall_s", "replay_fraction"}
+    assert set(facts) == {"trainable_params", "train_steps", "train_tokens", "wall_s", "replay_fraction", "world_size"}
     assert facts["replay_fraction"] == 0.0
+    assert facts["world_size"] == 1  # one process trained
     assert facts["train_steps"] == 3 * 600 // 8
     assert facts["trainable_params"] > 0 and facts["train_tokens"] > 0
     assert {r["run_key"] for r in rows} == {rows[0]["run_key"]}

@@ -30,6 +30,10 @@ LABEL_SCORINGS = ("first_token", "first_token_space", "constrained")
 MODEL_SOURCES = ("ladder", "hub")
 KEEP = ("none", "last", "all")  #: trainer.keep
 RESUME_FIELDS = ("checkpoint_every_n_steps", "keep")  #: trainer fields that never change a result
+STRATEGIES = ("auto", "ddp", "fsdp")
+MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp")  #: one process (rank) per device
+LOGGER_KINDS = ("csv", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 class ConfigError(ValueError):
@@ -318,6 +322,8 @@ class TrainerConfig:
     #: per-op overhead, so two 1-thread jobs side by side (hydra/launcher=joblib) train twice as fast.
     checkpoint_every_n_steps: int = 100  #: save checkpoints/<stage>/last.ckpt this often, to resume a killed job (0: never)
     keep: str = "none"  #: checkpoints a done job keeps: none | last (the final weights) | all
+    strategy: str = "auto"  #: Lightning strategy: auto (one process), ddp or fsdp (one process per device)
+    num_nodes: int = 1  #: machines per job; processes per job = num_nodes * devices
 
     def problems(self) -> list[str]:
         out = []
@@ -325,14 +331,37 @@ class TrainerConfig:
             out.append(f"trainer.checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be >= 0 (0: never)")
         if self.keep not in KEEP:
             out.append(f"trainer.keep={self.keep!r}: allowed {list(KEEP)}")
+        if self.strategy not in STRATEGIES:
+            out.append(f"trainer.strategy={self.strategy!r}: allowed {list(STRATEGIES)}")
+        if self.devices <= 0 or self.num_nodes <= 0:
+            out.append(f"trainer.devices={self.devices}, trainer.num_nodes={self.num_nodes}: must be > 0")
         return out
+
+    @property
+    def world_size(self) -> int:
+        """Training processes of one job (ranks): one per device on every node."""
+        return self.devices * self.num_nodes if self.strategy in MULTI_PROCESS_STRATEGIES else 1
 
 
 @dataclass
 class LoggerConfig:
-    """Where training curves go; `csv` writes metrics.csv in the job directory."""
+    """Where training curves go: `csv` writes metrics.csv in the job directory; `wandb` also logs
+    the run to Weights & Biases (ftdyn.wandb_logging)."""
 
     kind: str = "csv"
+    project: str = "ftdyn"  #: W&B project
+    entity: Optional[str] = None  #: W&B team or user (null: the API key's default)
+    group: Optional[str] = None  #: W&B group (null: the sweep's name, the sweep directory's name)
+    tags: list[str] = field(default_factory=list)  #: added to the automatic task / ckpt / model tags
+    mode: Optional[str] = None  #: online, offline or disabled (null: offline unless an API key is set)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.kind not in LOGGER_KINDS:
+            out.append(f"logger.kind={self.kind!r}: allowed {list(LOGGER_KINDS)}")
+        if self.mode is not None and self.mode not in WANDB_MODES:
+            out.append(f"logger.mode={self.mode!r}: allowed {list(WANDB_MODES)} or null (automatic)")
+        return out
 
 
 @dataclass
@@ -353,7 +382,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = [p for group in (self.model, self.task, self.method, self.prompt, self.fewshot,
-                                    self.replay, self.eval, self.trainer) for p in group.problems()]
+                                    self.replay, self.eval, self.trainer, self.logger) for p in group.problems()]
         if self.ckpt.step is not None and self.model.checkpoints and self.ckpt.step not in self.model.checkpoints:
             problems.append(f"ckpt.step={self.ckpt.step} is not in the {self.model.name} ladder; "
                             f"available steps: {list(self.model.checkpoints)}")
@@ -407,11 +436,15 @@ def to_typed(cfg: DictConfig) -> TrainConfig:
 
 
 def register() -> None:
-    """Make the root schema available to `conf/train.yaml` as `train_schema`, and the
-    `ftdyn.join` resolver that turns a list into a sweep's comma list (`conf/ckpt/range.yaml`)."""
+    """Make the root schema available to `conf/train.yaml` as `train_schema`, the `ftdyn.join`
+    resolver that turns a list into a sweep's comma list (`conf/ckpt/range.yaml`), and
+    `ftdyn.gpus`, the GPUs per node a launcher reserves for the trainer."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("ftdyn.join"):
         OmegaConf.register_new_resolver("ftdyn.join", lambda items: ",".join(str(i) for i in items))
+    if not OmegaConf.has_resolver("ftdyn.gpus"):  # GPUs a launcher reserves per node (conf/hydra/launcher)
+        OmegaConf.register_new_resolver("ftdyn.gpus", lambda accelerator, devices:
+                                        devices if accelerator in ("gpu", "cuda") else 0)
 
 
 def as_dict(obj) -> dict:

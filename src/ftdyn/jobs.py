@@ -38,8 +38,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ftdyn import cluster, results
 from ftdyn import config as C
-from ftdyn import results
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,10 @@ def run(cfg: DictConfig, job_dir: Path, train: Callable[[C.TrainConfig, Path], o
         print(OmegaConf.to_yaml(cfg))
         print(f"dry run: 1 job, {key} {status(store)} at {store}")
         return "dry"
+    if not cluster.is_rank_zero():  # a DDP rank > 0 follows rank 0: no lock (it would stall the
+        if not results.is_done(store) or flags.force:  # ranks' rendezvous) and no files of its own
+            train(run_cfg, store)
+        return status(store)
     results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run_cfg)))
     with _locked(store, key):
         if results.is_done(store) and not flags.force:

@@ -169,7 +169,9 @@ def load_checkpoint(model: C.ModelConfig, step: int):
     else:
         path, revision = checkpoint_dir(model, step), f"step{step}"
         try:
-            lm, tokenizer = LlamaForCausalLM.from_pretrained(path), PreTrainedTokenizerFast.from_pretrained(path)
+            remote = model.trust_remote_code  # never True unless model.trust_remote_code=true is set
+            lm = LlamaForCausalLM.from_pretrained(path, trust_remote_code=remote)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(path, trust_remote_code=remote)
         except Exception as err:  # safetensors, json and OS errors all mean the same here
             raise CheckpointError(f"cannot load checkpoint step {step} from {path} ({type(err).__name__}: {err}); "
                                   f"a file there is corrupt or truncated: delete {path.parent} to rebuild the "

@@ -21,10 +21,11 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
-from ftdyn import fingerprints, jobs, ladder, results, tasks
+from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, wandb_logging
 from ftdyn.data import model_heldout_rows
 from ftdyn.evaluate import evaluate_stage
 from ftdyn.methods import fit, plan
@@ -56,11 +57,22 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
 
 def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
-    """Run one job and return its result rows' metrics as `stage/eval_set/metric` -> value."""
+    """Run one job and return its result rows' metrics as `stage/eval_set/metric` -> value.
+
+    In a multi-process job every rank runs this; only rank 0 evaluates and writes (ftdyn.cluster).
+    """
     run = cfg if isinstance(cfg, C.TrainConfig) else C.to_typed(cfg)
+    cluster.check_ranks(run.trainer, multirun=_in_multirun())
     key = results.run_key(run)
+    with cluster.preemption(cluster.state_dir(job_dir)) as preempted, wandb_logging.job_run(run, key, job_dir):
+        return _job(run, key, job_dir, preempted)
+
+
+def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> dict[str, float]:
+    lead = cluster.is_rank_zero()
     job_dir.mkdir(parents=True, exist_ok=True)
-    results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run)))
+    if lead:
+        results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run)))
     started = time.time()
     if run.trainer.threads > 0:
         torch.set_num_threads(run.trainer.threads)
@@ -74,17 +86,21 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     measure = dict(run=run, task=task, tokenizer=tokenizer, world=world, cross=cross,
                    heldout=model_heldout_rows(run.model, tokenizer))
 
-    rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure)
+    rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure) if lead else []
     facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
     if run.method.name != "base":
         base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
         in_loop = InLoopEval(run.eval.every_n_steps, base, measure["heldout"], tokenizer.pad_token_id,
                              run.eval.batch_size)
-        fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[in_loop] if run.eval.every_n_steps else [])
+        in_loop_cbs = [in_loop] if run.eval.every_n_steps and lead else []
+        fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[*in_loop_cbs, preempted])
         rows += in_loop.rows
-        rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
-                               **measure)
+        if lead:
+            rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
+                                   **measure)
         facts = fitted.facts
+    if not lead:
+        return {}  # rank 0 writes the job's results
     facts["wall_s"] = round(time.time() - started, 2)
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
               "metric": name, "value": value} for name, value in facts.items()]
@@ -97,6 +113,7 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     base = results.run_facts(run, key)
     results.write_examples(job_dir, key, rows)
     results.write_rows(job_dir, [{**base, **row} for row in rows])
+    wandb_logging.log_results(rows, run.prompt.train)
     results.mark_done(job_dir, key)
     stages = plan(run.method)
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
@@ -117,10 +134,15 @@ def _name_heldout(rows: list[dict], name: str) -> None:
             row["eval_set"] = name
 
 
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     jobs.refuse_sweep_without_multirun()
+    cluster.export_ranks()
     jobs.run(cfg, Path(HydraConfig.get().runtime.output_dir), train)
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
 from peft import LoraConfig, get_peft_model
 
+from ftdyn import cluster, wandb_logging
 from ftdyn import config as C
 from ftdyn.data import TrainDataModule, encode_pair, encode_prompt, pretrain_rows, text_rows
 from ftdyn.methods.checkpoints import StageCheckpoints
@@ -125,6 +125,7 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
         fitted.facts["trainable_params"] = sum(p.numel() for p in module.trainable_parameters())
         fitted.facts["train_steps"] += steps
         fitted.facts["train_tokens"] += module.tokens_seen
+        fitted.facts["world_size"] = run.trainer.world_size  # processes that trained (ranks)
         if head is not None:
             fitted.facts[f"classifier_norm_{stage.name}"] = head.norm()
     fitted.model.eval()
@@ -142,7 +143,7 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
     Returns the module, the stage's optimiser steps and the step it resumed from (0: a fresh
     start; all its steps: restored finished).
     """
-    total = stage.epochs * data.steps_per_epoch()
+    total = stage.epochs * math.ceil(data.steps_per_epoch() / run.trainer.world_size)  # each rank, its share
     if run.method.max_steps > 0:
         total = min(total, run.method.max_steps)
     module = CausalLMModule(model, lr=stage.lr, total_steps=total, weight_decay=run.method.weight_decay, head=head,
@@ -154,7 +155,8 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
     saves = checkpoints.callbacks()
     trainer = L.Trainer(max_epochs=stage.epochs, max_steps=total, accelerator=run.trainer.accelerator,
                         devices=run.trainer.devices, precision=run.trainer.precision,
-                        logger=CSVLogger(job_dir, name="", version=stage.name),
+                        logger=wandb_logging.stage_loggers(run, job_dir, stage.name),
+                        **cluster.trainer_kwargs(run.trainer),
                         log_every_n_steps=run.trainer.log_every_n_steps, enable_checkpointing=bool(saves),
                         enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
                         callbacks=callbacks + saves)

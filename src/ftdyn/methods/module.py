@@ -81,6 +81,11 @@ class CausalLMModule(L.LightningModule):
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
 
+    def on_train_end(self) -> None:
+        """Under DDP each rank saw its share of the batches: count every rank's tokens."""
+        seen = torch.tensor(float(self.tokens_seen), device=self.device)
+        self.tokens_seen = int(self.trainer.strategy.reduce(seen, reduce_op="sum"))
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         head = list(self.head.parameters()) if self.head is not None else []
         return [p for p in [*self.model.parameters(), *head] if p.requires_grad]

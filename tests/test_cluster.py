@@ -1,0 +1,233 @@
+"""Cluster running: submitit's local executor, DDP ranks started by the launcher, preemption.
+
+The sweeps are real `python -m ftdyn.train -m` processes on the micro ladder; the preemption
+tests send a real SIGUSR2 to a real training process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from conftest import MICRO, PYTHON
+from ftdyn import cluster
+from ftdyn import config as C
+from ftdyn import ladder
+from ftdyn.data import TrainDataModule
+from ftdyn.methods.module import CausalLMModule
+from ftdyn.train import CONF_DIR, compose_config
+
+SMALL = ["model=micro", "task.train_size=32", "task.eval_size=10", "trainer.threads=1"]
+
+
+def _sweep(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "ftdyn.train", "-m", *args], cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ), timeout=900)
+
+
+def _rows(job: Path) -> list[dict]:
+    return [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
+
+
+def _facts(rows: list[dict]) -> dict:
+    return {r["metric"]: r["value"] for r in rows if r["stage"] == "run"}
+
+
+@pytest.mark.slow
+def test_local_jobs_runs_a_two_job_sweep_as_separate_processes(micro_ladder, tmp_path):
+    sweep = tmp_path / "sweep"
+    out = _sweep(["hydra/launcher=local_jobs", *SMALL, "method.max_steps=2", "seed=0,1",
+                  f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "1", "multirun.yaml"]
+    seeds = {}
+    for job in (sweep / "0", sweep / "1"):
+        rows = _rows(job)
+        assert json.loads((job / "done").read_text())["run_key"] == rows[0]["run_key"]
+        assert {("before", "test", "acc"), ("after", "test", "acc")} <= {(r["stage"], r["eval_set"], r["metric"])
+                                                                         for r in rows}
+        assert _facts(rows)["train_steps"] == 2
+        seeds[rows[0]["seed"]] = rows[0]["run_key"]
+    assert set(seeds) == {0, 1} and len(set(seeds.values())) == 2
+    # each job ran in its own submitit process, started by this venv's python, importing this checkout
+    logs = sorted(sweep.glob(".submitit/*/*_0_log.out"))
+    assert len(logs) == 2
+    pids = {log.parent.name for log in logs}
+    assert len(pids) == 2 and str(os.getpid()) not in pids
+    assert all("Job completed successfully" in log.read_text() for log in logs)
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun_trains_on_two_ranks_and_writes_one_result_set_per_job(micro_ladder, tmp_path):
+    sweep = tmp_path / "sweep"
+    out = _sweep(["hydra/launcher=local_jobs", *SMALL, "method.max_steps=4", "seed=0,1", "trainer=ddp",
+                  "trainer.accelerator=cpu", "trainer.precision=32-true", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # no extra sweeps, no per-rank job directories: the sweep holds exactly its two jobs
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "1", "multirun.yaml"]
+    assert not list(tmp_path.glob("outputs"))
+    assert len(list(tmp_path.rglob("multirun.yaml"))) == 1
+    for job in (sweep / "0", sweep / "1"):
+        rows = _rows(job)
+        keys = [(r["stage"], r["eval_set"], r["split_kind"], r["prompt"], r["metric"]) for r in rows]
+        assert len(keys) == len(set(keys)), "a row was written twice"
+        assert len([k for k in keys if k[:3] == ("after", "test", "in_domain") and k[4] == "acc"]) == 1
+        facts = _facts(rows)
+        assert facts["world_size"] == 2
+        # 32 rows over 2 ranks at batch 8: 2 optimiser steps per rank, and every rank's tokens counted
+        assert facts["train_steps"] == 2
+        assert facts["train_tokens"] > 32 * 20
+        ranks = sorted(job.parent.glob(f".submitit/*/*_log.out"))
+        assert len(ranks) == 4  # two processes (ranks) per job
+    runs = [_rows(sweep / n)[0]["seed"] for n in ("0", "1")]
+    assert sorted(runs) == [0, 1]
+
+
+def test_multi_process_strategy_in_a_plain_multirun_is_refused_with_the_launchers_to_use(monkeypatch):
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    trainer = C.TrainerConfig(strategy="ddp", devices=2)
+    with pytest.raises(C.ConfigError, match="hydra/launcher=local_jobs .* or hydra/launcher=slurm"):
+        cluster.check_ranks(trainer, multirun=True)
+    cluster.check_ranks(trainer, multirun=False)  # a single run: Lightning starts the other rank
+    cluster.check_ranks(C.TrainerConfig(strategy="auto", devices=2), multirun=True)  # one process
+
+
+def test_ranks_started_in_the_wrong_number_are_refused_naming_the_keys(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(C.ConfigError, match=r"= 2 ranks, but the launcher started 3 processes: set "
+                                            r"hydra.launcher.tasks_per_node=trainer.devices"):
+        cluster.check_ranks(C.TrainerConfig(strategy="ddp", devices=2), multirun=True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cluster.check_ranks(C.TrainerConfig(strategy="ddp", devices=2), multirun=True)
+
+
+def test_sharded_training_on_several_ranks_is_refused_until_its_weights_can_be_gathered(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(C.ConfigError, match="trainer.strategy=fsdp with 2 ranks: evaluating sharded weights"):
+        cluster.check_ranks(C.TrainerConfig(strategy="fsdp", devices=2), multirun=True)
+
+
+def test_unknown_strategy_is_a_config_error():
+    with pytest.raises(C.ConfigError, match=r"trainer.strategy='deepspeed': allowed \['auto', 'ddp', 'fsdp'\]"):
+        C.to_typed(compose_config(["trainer.strategy=deepspeed"]))
+
+
+def test_launcher_configs_compose_with_resources_following_the_trainer():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        full = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
+                                           "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        launcher = OmegaConf.to_container(full.hydra.launcher, resolve=True)
+        cpu = compose("train", overrides=["hydra/launcher=local_jobs"], return_hydra_config=True)
+        local = OmegaConf.to_container(cpu.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["nodes"]) == (4, 4, 1)
+    assert launcher["partition"] == "gpu" and launcher["signal_delay_s"] == 120
+    assert {"account", "timeout_min", "cpus_per_task", "mem_gb", "array_parallelism", "max_num_timeout"} <= set(launcher)
+    assert local["_target_"].endswith("LocalLauncher")
+    assert (local["tasks_per_node"], local["gpus_per_node"]) == (1, 0)  # a CPU job reserves no GPU
+
+
+def _tiny_training(tmp_path: Path, callbacks: list[L.Callback], steps: int = 6) -> L.Trainer:
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    rows = [{"input_ids": [i % 60 + 1] * 8, "labels": [i % 60 + 1] * 8} for i in range(steps * 4)]
+    module = CausalLMModule(model, lr=1e-3, total_steps=steps)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(module, TrainDataModule(rows, 4, pad_id=0))
+    return trainer
+
+
+class _SignalAt(L.Callback):
+    """Sends this process the warning signal after batch `at`, as SLURM would, mid-training."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+
+def test_warning_signal_checkpoints_at_the_next_batch_end_and_hands_over_to_the_previous_handler(tmp_path):
+    received = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))  # as submitit's would
+    try:
+        with cluster.preemption(tmp_path) as watch:
+            with pytest.raises(cluster.Preempted) as stopped:
+                _tiny_training(tmp_path, [watch, _SignalAt(2)])
+        assert stopped.value.code == 128 + signal.SIGUSR2
+        assert received == [signal.SIGUSR2]  # the previous handler got the signal after the checkpoint
+        saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+        assert saved["global_step"] == 3  # the batch end after the signal, not the end of training (6)
+        assert signal.getsignal(signal.SIGUSR2) is not watch._note
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def test_without_a_signal_training_runs_to_the_end_and_the_handler_is_restored(tmp_path):
+    before = signal.getsignal(signal.SIGUSR2)
+    with cluster.preemption(tmp_path) as watch:
+        assert signal.getsignal(signal.SIGUSR2) == watch._note
+        trainer = _tiny_training(tmp_path, [watch])
+    assert trainer.global_step == 6 and not (tmp_path / "last.ckpt").exists()
+    assert signal.getsignal(signal.SIGUSR2) == before
+
+
+@pytest.mark.slow
+def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wandb_run(micro_ladder, tmp_path):
+    job, wandb_dir = tmp_path / "job", tmp_path / "wandb"
+    wandb_dir.mkdir()
+    args = [PYTHON, "-m", "ftdyn.train", *MICRO, "method.epochs=2", "trainer.threads=1", "logger=wandb",
+            f"hydra.run.dir={job}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
+    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (job / "wandb_id").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGUSR2)  # before or during training: it checkpoints at its next batch end
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 128 + signal.SIGUSR2, err[-3000:]
+    assert "SIGUSR2 received: checkpoint at step" in (job / "train.log").read_text()
+    saved = torch.load(job / "last.ckpt", weights_only=False)
+    assert 1 <= saved["global_step"] < 2 * 400 // 8  # mid-training, not at its end
+    assert not (job / "done").exists()
+    run_id = (job / "wandb_id").read_text().strip()
+
+    second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (job / "done").exists()
+    runs = sorted(wandb_dir.glob("wandb/offline-run-*"))
+    assert len(runs) == 2 and all(run.name.endswith(f"-{run_id}") for run in runs)
+
+
+def test_checkpoints_load_without_remote_code_unless_asked(micro_ladder, monkeypatch):
+    model_cfg = C.to_typed(compose_config(["model=micro"])).model
+    assert model_cfg.trust_remote_code is False
+    seen = []
+    real = LlamaForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "from_pretrained", classmethod(spy))
+    ladder.load_checkpoint(model_cfg, 40)
+    asked = C.to_typed(compose_config(["model=micro", "model.trust_remote_code=true"])).model
+    ladder.load_checkpoint(asked, 40)
+    assert seen == [False, True]
