@@ -13,14 +13,6 @@
 #
 # eval.cross_tasks lists the tasks whose in-domain sets every job is also scored on (a job skips
 # its own task; the cross-task sets take the job's eval_size).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-name=amuro_char
-dir=${FTDYN_OUT:-outputs}/studies/$name
-"$PY" -m ftdyn.ladder   # build the ladder first, with every core, before jobs fan out
-"$PY" -m ftdyn.train -m ckpt.step=40,160,600 task=syn_nli,syn_para,syn_summ method=sft prompt=all_formats \
-  "eval.cross_tasks=[syn_nli,syn_para,syn_summ]" task.train_size=1000 task.eval_size=100 \
-  hydra/launcher=joblib hydra.launcher.n_jobs=2 trainer.threads=1 hydra.sweep.dir="$dir" "$@"
-"$PY" -m ftdyn.report "$dir" --out "$dir/report"
-mkdir -p "docs/figures/$name" && rm -f "docs/figures/$name"/*.png && cp "$dir"/report/*.png "docs/figures/$name/"
+source "$(dirname "$0")/study.sh"
+run_study amuro_char ckpt.step=40,160,600 task=syn_nli,syn_para,syn_summ method=sft prompt=all_formats \
+  "eval.cross_tasks=[syn_nli,syn_para,syn_summ]" task.train_size=1000 task.eval_size=100 "$@"

@@ -9,14 +9,6 @@
 # Cost (estimated, 2-core CPU, ladder already built): 250 steps (~15 s) + 25 in-loop evaluations
 # of the held-out text against the base model (~1.5 s each) + before/after evaluation (~15 s)
 # = ~70 s a job -> 7 x 70 s / 2 parallel = ~4-5 min.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-name=forgetting_laws
-dir=${FTDYN_OUT:-outputs}/studies/$name
-"$PY" -m ftdyn.ladder
-"$PY" -m ftdyn.train -m task=syn_nli method=lora method.rank=1,2,4,8,16,32,64 method.rslora=true \
-  eval.every_n_steps=10 \
-  hydra/launcher=joblib hydra.launcher.n_jobs=2 trainer.threads=1 hydra.sweep.dir="$dir" "$@"
-"$PY" -m ftdyn.report "$dir" --out "$dir/report"
-mkdir -p "docs/figures/$name" && rm -f "docs/figures/$name"/*.png && cp "$dir"/report/*.png "docs/figures/$name/"
+source "$(dirname "$0")/study.sh"
+run_study forgetting_laws task=syn_nli method=lora method.rank=1,2,4,8,16,32,64 method.rslora=true \
+  eval.every_n_steps=10 "$@"

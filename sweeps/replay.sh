@@ -8,13 +8,5 @@
 # Cost (estimated, 2-core CPU, ladder already built): an SFT job ~25-50 s in a pair (README's
 # default study: 12 jobs in ~4 min); replay rows lengthen a step by up to the replay share
 # -> 16 jobs ~6-7 min.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-name=replay
-dir=${FTDYN_OUT:-outputs}/studies/$name
-"$PY" -m ftdyn.ladder
-"$PY" -m ftdyn.train -m ckpt.step=160,600 task=syn_nli,syn_para method=sft replay.rate=0,0.05,0.1,0.2 \
-  hydra/launcher=joblib hydra.launcher.n_jobs=2 trainer.threads=1 hydra.sweep.dir="$dir" "$@"
-"$PY" -m ftdyn.report "$dir" --out "$dir/report"
-mkdir -p "docs/figures/$name" && rm -f "docs/figures/$name"/*.png && cp "$dir"/report/*.png "docs/figures/$name/"
+source "$(dirname "$0")/study.sh"
+run_study replay ckpt.step=160,600 task=syn_nli,syn_para method=sft replay.rate=0,0.05,0.1,0.2 "$@"

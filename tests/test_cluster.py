@@ -23,7 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from conftest import MICRO, PYTHON
 from ftdyn import cluster
 from ftdyn import config as C
-from ftdyn import ladder
+from ftdyn import ladder, results
 from ftdyn.data import TrainDataModule
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.train import CONF_DIR, compose_config
@@ -76,7 +76,8 @@ def test_ddp_inside_a_multirun_trains_on_two_ranks_and_writes_one_result_set_per
     assert out.returncode == 0, out.stderr[-3000:]
     # no extra sweeps, no per-rank job directories: the sweep holds exactly its two jobs
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "1", "multirun.yaml"]
-    assert not list(tmp_path.glob("outputs"))
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["jobs"]  # no sweeps or runs started by ranks
+    assert len(list((tmp_path / "outputs" / "jobs").iterdir())) == 2  # one run store per job, none per rank
     assert len(list(tmp_path.rglob("multirun.yaml"))) == 1
     for job in (sweep / "0", sweep / "1"):
         rows = _rows(job)
@@ -196,22 +197,26 @@ def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wand
     args = [PYTHON, "-m", "ftdyn.train", *MICRO, "method.epochs=2", "trainer.threads=1", "logger=wandb",
             f"hydra.run.dir={job}"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
+    store = tmp_path / "outputs" / "jobs" / results.run_key(C.to_typed(compose_config(args[3:-1])))
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not (job / "wandb_id").exists() and first.poll() is None and time.time() < deadline:
+    while not (store / "wandb_id").exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     first.send_signal(signal.SIGUSR2)  # before or during training: it checkpoints at its next batch end
     _, err = first.communicate(timeout=600)
     assert first.returncode == 128 + signal.SIGUSR2, err[-3000:]
     assert "SIGUSR2 received: checkpoint at step" in (job / "train.log").read_text()
-    saved = torch.load(job / "last.ckpt", weights_only=False)
+    saved = torch.load(store / "checkpoints" / "ft" / "last.ckpt", weights_only=False)  # where a rerun resumes
     assert 1 <= saved["global_step"] < 2 * 400 // 8  # mid-training, not at its end
-    assert not (job / "done").exists()
-    run_id = (job / "wandb_id").read_text().strip()
+    assert not (job / "done").exists() and not (store / "done").exists()
+    run_id = (store / "wandb_id").read_text().strip()
 
     second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (job / "done").exists()
+    facts = {r["metric"]: r["value"] for r in map(json.loads, (job / "results.jsonl").read_text().splitlines())
+             if r["stage"] == "run"}
+    assert facts["resumed_from_step"] == saved["global_step"]  # it continued, not restarted
     runs = sorted(wandb_dir.glob("wandb/offline-run-*"))
     assert len(runs) == 2 and all(run.name.endswith(f"-{run_id}") for run in runs)
 

@@ -83,3 +83,16 @@ def test_fewshot_demonstrations_come_from_train_and_never_contain_an_evaluated_e
             evaluated = {task.prompt(e, "default").rstrip() for e in es.examples}
             assert not any(line.rsplit(" ", 1)[0] in evaluated for line in lines)
     assert tasks.demonstrations(task, 0, 0, "default") == ""
+
+
+def test_ranks_split_each_pass_into_equal_disjoint_shares():
+    from ftdyn.data import ShuffledBatches
+
+    whole = list(ShuffledBatches(40, 8, seed=3))  # 5 batches
+    ranks = [list(ShuffledBatches(40, 8, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    assert [len(r) for r in ranks] == [3, 3]  # ceil(5 / 2) each, so DDP ranks step together
+    assert ranks[0] == [whole[0], whole[2], whole[4]] and ranks[1] == [whole[1], whole[3], whole[0]]  # wraps round
+    uninterrupted = ShuffledBatches(40, 8, seed=3, rank=1, world_size=2)
+    two_passes = list(uninterrupted) + list(uninterrupted)
+    resumed = ShuffledBatches(40, 8, seed=3, skip=4, rank=1, world_size=2)  # rank 1 resumed at its step 4
+    assert list(resumed) == two_passes[4:]

@@ -85,7 +85,8 @@ def test_offline_multirun_logs_one_finished_run_per_job_with_its_config_curves_a
         (job,) = [p.parent for p in sweep.glob("*/done")
                   if json.loads(p.read_text())["run_key"] == run["config"]["run_key"]]
         rows = [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
-        assert run["run"].run_id == (job / "wandb_id").read_text().strip()
+        store = tmp_path / "outputs" / "jobs" / run["config"]["run_key"]  # the job's run store keeps its W&B id
+        assert run["run"].run_id == (store / "wandb_id").read_text().strip()
         assert run_dir.name.endswith(run["run"].run_id)
         assert run["run"].run_group == "study_x"  # the sweep's name
         assert run["run"].job_type == method

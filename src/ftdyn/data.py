@@ -179,21 +179,38 @@ class ResumableBatches(Sampler[list[int]]):
     generator then stands exactly where an uninterrupted run's would, and no state beyond the
     step count (which Lightning's checkpoint restores) is needed. Lightning cannot do this for a
     plain sampler: on a mid-epoch resume it would restart the epoch from its first batch.
+
+    Under DDP (`world_size` > 1) every rank draws the same pass and takes every `world_size`-th
+    batch from its `rank` on, wrapping round so all ranks take the same number: Lightning's
+    DistributedSampler cannot be injected into a batch sampler, so the sharding happens here.
     """
 
-    def __init__(self, seed: int, skip: int = 0):
+    def __init__(self, seed: int, skip: int = 0, rank: int = 0, world_size: int = 1):
         super().__init__()
         self.generator = torch.Generator().manual_seed(seed)
-        self.skip = skip
+        self.skip, self.rank, self.world_size = skip, rank, world_size
 
     def _epoch(self) -> list[list[int]]:
         raise NotImplementedError
 
+    def _n_batches(self) -> int:
+        """Batches in one pass, over all ranks."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        """Batches in one pass for this rank."""
+        return -(-self._n_batches() // self.world_size)
+
+    def _shard(self, batches: list[list[int]]) -> list[list[int]]:
+        if self.world_size == 1:
+            return batches
+        return [batches[(self.rank + self.world_size * i) % len(batches)] for i in range(len(self))]
+
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._epoch()
+        batches = self._shard(self._epoch())
         while self.skip >= len(batches):  # whole passes finished before the resume
             self.skip -= len(batches)
-            batches = self._epoch()
+            batches = self._shard(self._epoch())
         start, self.skip = self.skip, 0
         yield from batches[start:]
 
@@ -207,11 +224,11 @@ class ShuffledBatches(ResumableBatches):
     `len()`, so with full batches it is never drawn).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, skip: int = 0):
-        super().__init__(seed, skip)
+    def __init__(self, n: int, batch_size: int, seed: int = 0, skip: int = 0, rank: int = 0, world_size: int = 1):
+        super().__init__(seed, skip, rank, world_size)
         self.n, self.batch_size = n, batch_size
 
-    def __len__(self) -> int:
+    def _n_batches(self) -> int:
         return -(-self.n // self.batch_size)
 
     def _epoch(self) -> list[list[int]]:
@@ -232,14 +249,15 @@ class ReplayBatchSampler(ResumableBatches):
     seed. Batch sizes do not depend on the order, so `len` and `replay_fraction` need no pass.
     """
 
-    def __init__(self, n_task: int, n_replay: int, batch_size: int, rate: float, seed: int = 0, skip: int = 0):
-        super().__init__(seed, skip)
+    def __init__(self, n_task: int, n_replay: int, batch_size: int, rate: float, seed: int = 0, skip: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        super().__init__(seed, skip, rank, world_size)
         if n_task <= 0 or n_replay <= 0:
             raise ValueError(f"replay needs task and replay rows (got {n_task} and {n_replay})")
         self.n_task, self.n_replay = n_task, n_replay
         self.plan = replay_plan(n_task, batch_size, rate)
 
-    def __len__(self) -> int:
+    def _n_batches(self) -> int:
         return len(self.plan)
 
     def _epoch(self) -> list[list[int]]:
@@ -303,14 +321,15 @@ class TrainDataModule(L.LightningDataModule):
         # copies, so marking them does not touch the caller's rows (e.g. the held-out set)
         self.replay_rows = [{**r, "replay": True} for r in replay_rows or []] if replay_rate > 0 else []
 
-    def _batch_sampler(self, skip: int = 0) -> ResumableBatches:
+    def _batch_sampler(self, skip: int = 0, rank: int = 0, world_size: int = 1) -> ResumableBatches:
         if self.replay_rows:
             return ReplayBatchSampler(len(self.rows), len(self.replay_rows), self.batch_size, self.replay_rate,
-                                      seed=self.seed, skip=skip)
-        return ShuffledBatches(len(self.rows), self.batch_size, seed=self.seed, skip=skip)
+                                      seed=self.seed, skip=skip, rank=rank, world_size=world_size)
+        return ShuffledBatches(len(self.rows), self.batch_size, seed=self.seed, skip=skip, rank=rank,
+                               world_size=world_size)
 
     def steps_per_epoch(self) -> int:
-        """Batches in one epoch, which sizes the LR schedule."""
+        """Batches in one epoch over all ranks (each rank takes its share), which sizes the LR schedule."""
         return len(self._batch_sampler())
 
     def replay_fraction(self) -> float:
@@ -325,6 +344,7 @@ class TrainDataModule(L.LightningDataModule):
         advances the global RNG (which LoRA initialisation draws from).
         """
         done = self.trainer.global_step if self.trainer is not None else 0
-        return StepResumedLoader(self.rows + self.replay_rows, batch_sampler=self._batch_sampler(skip=done),
+        ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        return StepResumedLoader(self.rows + self.replay_rows, batch_sampler=self._batch_sampler(done, *ranks),
                           generator=torch.Generator(), collate_fn=lambda b: collate(b, self.pad_id))
 

@@ -86,7 +86,8 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     measure = dict(run=run, task=task, tokenizer=tokenizer, world=world, cross=cross,
                    heldout=model_heldout_rows(run.model, tokenizer))
 
-    rows = evaluate_stage(model, stage="before", k=run.fewshot.k, **measure) if lead else []
+    device = eval_device(run.trainer)
+    rows = evaluate_stage(model.to(device), stage="before", k=run.fewshot.k, **measure) if lead else []
     facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
     if run.method.name != "base":
         base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
@@ -95,7 +96,10 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
         in_loop_cbs = [in_loop] if run.eval.every_n_steps and lead else []
         fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[*in_loop_cbs, preempted])
         rows += in_loop.rows
-        if lead:
+        if lead:  # Lightning's teardown leaves the trained model on the CPU
+            fitted.model.to(device)
+            if fitted.head is not None:
+                fitted.head.to(device)
             rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
                                    **measure)
         facts = fitted.facts
@@ -119,6 +123,12 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
     log.info("job %s done in %.1f s: %s", key, time.time() - started, job_dir)
     return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
+
+
+def eval_device(trainer: C.TrainerConfig) -> torch.device:
+    """Where a job evaluates: the training accelerator's GPU when there is one, else the CPU."""
+    wants_gpu = trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def heldout_name(model: C.ModelConfig) -> str:

@@ -157,6 +157,7 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
                         devices=run.trainer.devices, precision=run.trainer.precision,
                         logger=wandb_logging.stage_loggers(run, job_dir, stage.name),
                         **cluster.trainer_kwargs(run.trainer),
+                        use_distributed_sampler=False,  # ftdyn's batch samplers shard over ranks (data.py)
                         log_every_n_steps=run.trainer.log_every_n_steps, enable_checkpointing=bool(saves),
                         enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
                         callbacks=callbacks + saves)

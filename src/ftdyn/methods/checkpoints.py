@@ -65,9 +65,10 @@ class StageCheckpoints:
         if self.every <= 0:
             return
         tmp = self.dir / ".end.ckpt.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
-        os.replace(tmp, self.end)
-        self.last.unlink(missing_ok=True)
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.end)
+            self.last.unlink(missing_ok=True)
 
     def restore_finished(self, module: L.LightningModule, callbacks: list[L.Callback]) -> int:
         """Load a finished stage into `module` and `callbacks`; return the stage's optimiser steps."""
