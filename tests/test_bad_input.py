@@ -126,3 +126,40 @@ def test_one_bad_job_fails_and_the_sweep_still_finishes_the_other(micro_ladder, 
     failed = json.loads((sweep / "0" / "failed.json").read_text())
     assert "method.rank=0" in failed["reason"] and failed["step"] is None and not (sweep / "0" / "done").exists()
     assert (sweep / "1" / "done").exists() and (sweep / "1" / "results.jsonl").exists()
+
+
+def _fails_without_done(cfg, tmp_path, monkeypatch) -> tuple[str, dict]:
+    """Run `cfg` as a job; return its error message and failure record, checking no done marker."""
+    monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
+    with pytest.raises(Exception) as caught:
+        jobs.run(cfg, tmp_path / "job", train)
+    _no_done_marker(tmp_path)
+    return str(caught.value), json.loads((tmp_path / "job" / "failed.json").read_text())
+
+
+def test_a_dataset_missing_a_field_fails_the_job_naming_dataset_and_fields(micro_ladder, tmp_path, monkeypatch):
+    from test_catalogue_tasks import para_rows, write
+
+    for split in ("train", "validation", "test"):
+        write(tmp_path / "data", "google-research-datasets/paws", "labeled_final", split, para_rows(6))
+    write(tmp_path / "data", "SetFit/qqp", None, "test", [{"text1": "a", "text2": "b", "label": 1}])
+    write(tmp_path / "data", "SetFit/stsb", None, "test", [{"text1": "s", "sentence_b": "t", "label": 4.0}])
+    cfg = compose_config(FAST + ["task=paws", f"task.local_dir={tmp_path / 'data'}", "task.train_size=6"])
+    message, failed = _fails_without_done(cfg, tmp_path, monkeypatch)
+    assert "dataset SetFit/stsb:test has no field ['text2']; its fields are ['text1', 'sentence_b', 'label']" in message
+    assert "has no field ['text2']" in failed["reason"] and failed["step"] is None
+
+
+def test_a_dataset_empty_after_filtering_fails_the_job_naming_it(micro_ladder, tmp_path, monkeypatch):
+    from test_catalogue_tasks import nli_rows, write
+
+    data = tmp_path / "data"
+    write(data, "nyu-mll/glue", "mnli", "train", nli_rows(40, "train"))
+    write(data, "nyu-mll/glue", "mnli", "validation_matched", nli_rows(6, "matched"))
+    write(data, "nyu-mll/glue", "mnli", "validation_mismatched", nli_rows(3, "unlabelled", labels=(-1,)))
+    write(data, "nyu-mll/glue", "rte", "train", [{"sentence1": "a", "sentence2": "b", "label": 0, "idx": 0}])
+    write(data, "pietrolesci/gpt3_nli", None, "train", [{"text_a": "a", "text_b": "b", "label": 0, "guid": 0}])
+    cfg = compose_config(FAST + ["task=mnli", f"task.local_dir={data}", "task.train_size=4", "task.eval_size=3"])
+    message, failed = _fails_without_done(cfg, tmp_path, monkeypatch)
+    assert "nyu-mll/glue/mnli:validation_mismatched is empty after filtering (3 rows read" in message
+    assert "empty after filtering" in failed["reason"]
