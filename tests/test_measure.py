@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 
 import pytest
 
-from conftest import MICRO
+from conftest import MICRO, PYTHON, REPO
 from ftdyn import config as C
+from ftdyn import results
 from ftdyn.train import compose_config, train
 
 CROSS = MICRO + ["task=syn_nli", "method.max_steps=5", "eval.cross_tasks=[syn_para,syn_summ]"]
@@ -49,9 +51,18 @@ def test_examples_file_holds_one_score_per_example_whose_mean_is_the_row(cross_j
     assert not any("scores" in r for r in rows)  # results.jsonl keeps the contract's columns
 
 
+def test_cross_task_rows_pass_the_shared_results_checker(cross_job):
+    checker = REPO.parent / "shared" / "tools" / "check-results"
+    if not checker.exists():
+        pytest.skip("shared/tools/check-results is not beside this checkout")
+    out = subprocess.run([PYTHON, str(checker), str(cross_job[0])], capture_output=True, text=True)
+    assert out.returncode == 0 and " 0 problems" in out.stdout, out.stdout[-2000:]
+
+
 def test_cross_tasks_are_scored_before_and_after_on_their_in_domain_sets(cross_job):
     _, metrics, rows, _ = cross_job
-    cross = {(r["stage"], r["eval_set"], r["metric"]) for r in rows if r["split_kind"] == "cross_task"}
+    cross = {(r["stage"], r["eval_set"], r["metric"]) for r in rows if results.is_cross_task(r["eval_set"])}
+    assert all(r["split_kind"] == "out_of_domain" for r in rows if results.is_cross_task(r["eval_set"]))
     assert cross == {(stage, s, m) for stage in ("before", "after")
                      for s, m in (("syn_para/test", "acc"), ("syn_summ/test", "rougeL"))}
     assert 0.0 <= metrics["after/syn_summ/test/rougeL"] <= 1.0

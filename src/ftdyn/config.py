@@ -25,7 +25,7 @@ LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")
 PROBE_FIELDS = ("probe_lr", "probe_epochs")
 PROMPT_FORMATS = ("default", "io", "instruct")
 TASK_KINDS = ("classification", "generation", "multiple_choice")
-SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain", "cross_task")
+SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain")
 LABEL_SCORINGS = ("first_token", "first_token_space", "constrained")
 MODEL_SOURCES = ("ladder", "hub")
 KEEP = ("none", "last", "all")  #: trainer.keep
@@ -290,7 +290,7 @@ class EvalConfig:
     probe: bool = True  #: knowledge cloze on world facts (split_kind=probe)
     pretrain_loss: bool = True  #: LM loss and forgetting on held-out pre-training text (split_kind=pretrain)
     every_n_steps: int = 0  #: also record train loss and forgetting every N optimiser steps (0: never)
-    #: other task options whose in-domain sets every stage also scores (split_kind=cross_task)
+    #: other task options whose in-domain sets every stage also scores (eval_set <task>/<split>)
     cross_tasks: list[str] = field(default_factory=list)
     #: how classification reads the LM: first_token (logsumexp over the label's first sub-token with
     #: and without a leading space), first_token_space (" label" only) or constrained (greedy

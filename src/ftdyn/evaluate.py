@@ -99,8 +99,9 @@ def _task_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, head, b
 
 
 def _cross_task_rows(model, stage, fmt, demos, run, other: TaskData, tokenizer) -> list[dict]:
-    """acc or rougeL of `other`'s in-domain sets, named `<task>/<split>`, split_kind cross_task."""
-    sets = [EvalSet(f"{other.cfg.name}/{es.name}", "cross_task", es.examples)
+    """acc or rougeL of `other`'s in-domain sets, named `<task>/<split>` (`results.is_cross_task`),
+    split_kind out_of_domain: the row contract's kinds are in/out-of-domain, probe, pretrain."""
+    sets = [EvalSet(f"{other.cfg.name}/{es.name}", "out_of_domain", es.examples)
             for es in other.eval_sets if es.split_kind == "in_domain"]
     view = TaskData(other.cfg, other.train, [], sets)  # no validation: no temperature to fit
     rows = _task_rows(model, stage, fmt, demos, run, view, tokenizer, None, None)

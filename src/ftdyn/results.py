@@ -36,6 +36,12 @@ def run_spec(cfg: C.TrainConfig) -> dict:
     return spec
 
 
+def is_cross_task(eval_set: str) -> bool:
+    """Another task's set scored in this job (`eval.cross_tasks`): named `<task>/<split>`, with
+    split_kind out_of_domain, one of the row contract's four kinds (shared DESIGN.md)."""
+    return "/" in eval_set
+
+
 def run_facts(cfg: C.TrainConfig, key: str) -> dict:
     """The columns every row of a run carries."""
     return {"run_key": key, "model": cfg.model.name, "ckpt_step": cfg.ckpt_step, "task": cfg.task.name,

@@ -110,13 +110,21 @@ def read_results(jobs: list[Job]) -> pd.DataFrame:
     job's directory and status as two more columns."""
     rows = [{**row, "job": str(j.path), "status": j.status} for j in jobs
             if (j.path / "results.jsonl").exists() for row in results.read_rows([j.path / "results.jsonl"])]
-    return pd.DataFrame(rows)
+    return _cross_task_kind(pd.DataFrame(rows))
+
+
+def _cross_task_kind(table: pd.DataFrame) -> pd.DataFrame:
+    """The report's own split kind `cross_task` for other tasks' sets (`<task>/<split>`), which
+    jobs write as out_of_domain, so OOD summaries keep to the task's own OOD sets."""
+    if not table.empty:
+        table.loc[table["eval_set"].map(results.is_cross_task), "split_kind"] = "cross_task"
+    return table
 
 
 def read_examples(jobs: list[Job]) -> pd.DataFrame:
     """Per-example scores (`examples.jsonl`) of `jobs`; empty when no job wrote them."""
     files = [j.path / "examples.jsonl" for j in jobs if (j.path / "examples.jsonl").exists()]
-    return pd.DataFrame(results.read_rows(files))
+    return _cross_task_kind(pd.DataFrame(results.read_rows(files)))
 
 
 def job_kinds(jobs: list[Job]) -> set[str]:
