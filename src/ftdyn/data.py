@@ -88,6 +88,13 @@ def model_heldout_rows(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -
     return text_rows(model.text, model.text.heldout_split, tokenizer, model.text.heldout_rows, model.text.seq_len)
 
 
+def heldout_name(model: ModelConfig) -> str:
+    """The eval_set of a model's held-out text: `tinyworld_heldout` for ladders (contract 5),
+    `<text dataset>_heldout` (e.g. `wikitext_heldout`) for hub models."""
+    return f"{model.text.path.split('/')[-1]}_heldout" if model.source == "hub" and model.text.path \
+        else "tinyworld_heldout"
+
+
 def text_rows(text: TextConfig, split: str, tokenizer: PreTrainedTokenizerBase, n_rows: int,
               seq_len: int) -> list[dict]:
     """The first `n_rows` packed rows of a named text dataset's split (empty lines skipped),

@@ -52,7 +52,8 @@ def head_logits(model: PreTrainedModel, head: ClassifierHead, tokenizer: PreTrai
 
 def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskData, tokenizer, world,
                    heldout: Sequence[dict], head: ClassifierHead | None = None,
-                   base: PreTrainedModel | None = None, cross: Sequence[TaskData] = ()) -> list[dict]:
+                   base: PreTrainedModel | None = None, cross: Sequence[TaskData] = (),
+                   heldout_name: str = "tinyworld_heldout") -> list[dict]:
     """Result rows of one stage: every eval set in every eval format, the cross-task sets, the
     probe, forgetting.
 
@@ -74,7 +75,7 @@ def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskDa
     if run.eval.probe:
         rows.append(_probe_row(model, stage, tokenizer, world, run.eval.batch_size))
     if run.eval.pretrain_loss:
-        rows += _pretrain_rows(model, base, stage, heldout, tokenizer.pad_token_id, run.eval.batch_size)
+        rows += _pretrain_rows(model, base, stage, heldout, heldout_name, tokenizer.pad_token_id, run.eval.batch_size)
     return rows
 
 
@@ -246,6 +247,7 @@ def heldout_measures(model, base, heldout: Sequence[dict], pad_id: int, batch_si
     return {metric: total / max(count, 1) for metric, total in totals.items()}
 
 
-def _pretrain_rows(model, base, stage: str, heldout: Sequence[dict], pad_id: int, batch_size: int) -> list[dict]:
-    return [result_row("tinyworld_heldout", "pretrain", stage, None, metric, value)
+def _pretrain_rows(model, base, stage: str, heldout: Sequence[dict], name: str, pad_id: int,
+                   batch_size: int) -> list[dict]:
+    return [result_row(name, "pretrain", stage, None, metric, value)
             for metric, value in heldout_measures(model, base, heldout, pad_id, batch_size).items()]

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
 from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, wandb_logging
-from ftdyn.data import model_heldout_rows
+from ftdyn.data import heldout_name, model_heldout_rows
 from ftdyn.evaluate import evaluate_stage
 from ftdyn.methods import fit, plan
 from ftdyn.methods.checkpoints import prune
@@ -84,7 +84,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     cross = [tasks.load_cross_task(name, world, run.seed, run.task.eval_size)
              for name in run.eval.cross_tasks if name != run.task.name]  # a study lists every task for every job
     measure = dict(run=run, task=task, tokenizer=tokenizer, world=world, cross=cross,
-                   heldout=model_heldout_rows(run.model, tokenizer))
+                   heldout=model_heldout_rows(run.model, tokenizer), heldout_name=heldout_name(run.model))
 
     device = eval_device(run.trainer)
     rows = evaluate_stage(model.to(device), stage="before", k=run.fewshot.k, **measure) if lead else []
@@ -92,7 +92,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     if run.method.name != "base":
         base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
         in_loop = InLoopEval(run.eval.every_n_steps, base, measure["heldout"], tokenizer.pad_token_id,
-                             run.eval.batch_size)
+                             run.eval.batch_size, measure["heldout_name"])
         in_loop_cbs = [in_loop] if run.eval.every_n_steps and lead else []
         fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[*in_loop_cbs, preempted])
         rows += in_loop.rows
@@ -111,8 +111,6 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
               "metric": "ckpt_identical_to_step", "value": other}  # the ladder is not what its names say
              for other in fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)]
-    if run.model.source == "hub" and run.model.text.path:
-        _name_heldout(rows, heldout_name(run.model))
 
     base = results.run_facts(run, key)
     results.write_examples(job_dir, key, rows)
@@ -129,19 +127,6 @@ def eval_device(trainer: C.TrainerConfig) -> torch.device:
     """Where a job evaluates: the training accelerator's GPU when there is one, else the CPU."""
     wants_gpu = trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
-
-
-def heldout_name(model: C.ModelConfig) -> str:
-    """The eval_set of held-out pre-training text: `tinyworld_heldout` for ladders (contract 5),
-    `<text dataset>_heldout` (e.g. `wikitext_heldout`) for hub models."""
-    return "tinyworld_heldout" if model.source == "ladder" else f"{model.text.path.split('/')[-1]}_heldout"
-
-
-def _name_heldout(rows: list[dict], name: str) -> None:
-    """Evaluation names held-out rows `tinyworld_heldout`; a hub model's come from another text."""
-    for row in rows:
-        if row["eval_set"] == "tinyworld_heldout":
-            row["eval_set"] = name
 
 
 def _in_multirun() -> bool:

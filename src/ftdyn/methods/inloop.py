@@ -14,8 +14,9 @@ from ftdyn.evaluate import heldout_measures, result_row
 
 
 class InLoopEval(L.Callback):
-    def __init__(self, every_n_steps: int, base, heldout: list[dict], pad_id: int, batch_size: int):
-        self.every, self.base, self.heldout = every_n_steps, base, heldout
+    def __init__(self, every_n_steps: int, base, heldout: list[dict], pad_id: int, batch_size: int,
+                 heldout_name: str = "tinyworld_heldout"):
+        self.every, self.base, self.heldout, self.heldout_name = every_n_steps, base, heldout, heldout_name
         self.pad_id, self.batch_size = pad_id, batch_size
         self.offset = 0  # steps of earlier stages
         self.losses: list[float] = []
@@ -31,7 +32,7 @@ class InLoopEval(L.Callback):
         self.rows.append(result_row("train", None, stage, None, "train_loss", mean_loss))
         self.losses = []
         measures = heldout_measures(module.model, self.base, self.heldout, self.pad_id, self.batch_size)
-        self.rows += [result_row("tinyworld_heldout", "pretrain", stage, None, metric, value)
+        self.rows += [result_row(self.heldout_name, "pretrain", stage, None, metric, value)
                       for metric, value in measures.items()]
         module.model.train()
 
