@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from ftdyn import config as C
 from ftdyn import jobs, results
 from ftdyn.data import replay_plan
-from ftdyn.methods import plan
+from ftdyn.methods import plan, stage_steps
 
 
 class DryRun(Callback):
@@ -52,12 +52,10 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
 
 def planned_steps(run: C.TrainConfig) -> int:
     """Optimiser steps of every stage of the job, as `ftdyn.methods.fit` will take them."""
-    n, batch = run.task.train_size, run.method.batch_size
     total = 0
     for stage in plan(run.method):
-        replay = run.replay.rate if stage.trains != "head" else 0.0
-        steps = stage.epochs * len(replay_plan(n, batch, replay))
-        total += min(steps, run.method.max_steps) if run.method.max_steps > 0 else steps
+        replay = run.replay.rate if stage.trains != "head" else 0.0  # a probe stage trains without replay
+        total += stage_steps(stage, len(replay_plan(run.task.train_size, run.method.batch_size, replay)), run)
     return total
 
 

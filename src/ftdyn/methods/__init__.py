@@ -51,6 +51,13 @@ def plan(method: C.MethodConfig) -> list[Stage]:
     return stages
 
 
+def stage_steps(stage: Stage, batches_per_epoch: int, run: C.TrainConfig) -> int:
+    """Optimiser steps of one stage on each rank: its epochs over the rank's share of the
+    batches, capped by `method.max_steps`. Sizes the LR schedule, and the dry run's cost."""
+    total = stage.epochs * math.ceil(batches_per_epoch / run.trainer.world_size)
+    return min(total, run.method.max_steps) if run.method.max_steps > 0 else total
+
+
 @dataclasses.dataclass
 class Fitted:
     """What fitting produced: the model to evaluate, its head, run facts, and each stage's head."""
@@ -143,9 +150,7 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
     Returns the module, the stage's optimiser steps and the step it resumed from (0: a fresh
     start; all its steps: restored finished).
     """
-    total = stage.epochs * math.ceil(data.steps_per_epoch() / run.trainer.world_size)  # each rank, its share
-    if run.method.max_steps > 0:
-        total = min(total, run.method.max_steps)
+    total = stage_steps(stage, data.steps_per_epoch(), run)
     module = CausalLMModule(model, lr=stage.lr, total_steps=total, weight_decay=run.method.weight_decay, head=head,
                             warmup_steps=math.ceil(run.method.warmup_ratio * total))
     checkpoints = StageCheckpoints(job_dir, stage.name, run.trainer.checkpoint_every_n_steps)
