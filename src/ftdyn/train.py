@@ -21,7 +21,6 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
@@ -62,7 +61,7 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     In a multi-process job every rank runs this; only rank 0 evaluates and writes (ftdyn.cluster).
     """
     run = cfg if isinstance(cfg, C.TrainConfig) else C.to_typed(cfg)
-    cluster.check_ranks(run.trainer, multirun=_in_multirun())
+    cluster.check_ranks(run.trainer, multirun=jobs.in_multirun())
     key = results.run_key(run)
     with cluster.preemption(cluster.state_dir(job_dir)) as preempted, wandb_logging.job_run(run, key, job_dir):
         return _job(run, key, job_dir, preempted)
@@ -127,10 +126,6 @@ def eval_device(trainer: C.TrainerConfig) -> torch.device:
     """Where a job evaluates: the training accelerator's GPU when there is one, else the CPU."""
     wants_gpu = trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
-
-
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from ftdyn import cluster
+from ftdyn import cluster, jobs
 from ftdyn import config as C
 from ftdyn.results import write_atomic
 
@@ -69,11 +69,8 @@ def run_id(state: Path) -> str:
 def sweep_name() -> str | None:
     """The sweep directory's name inside a Hydra multirun, else None."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return Path(HydraConfig.get().sweep.dir).name
+    return Path(HydraConfig.get().sweep.dir).name if jobs.in_multirun() else None
 
 
 def _init(run: C.TrainConfig, key: str, job_dir: Path):
