@@ -20,8 +20,6 @@ values), and any real training step changes nearly every weight, so sampled valu
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ftdyn.results import write_json_atomic
+from ftdyn.results import file_lock, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +53,6 @@ def record_path(ladder: str) -> Path:
     return root / "fingerprints" / f"{ladder}.json"
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def read(ladder: str) -> dict:
     path = record_path(ladder)
     return json.loads(path.read_text()) if path.exists() else {"ladder": ladder, "steps": {}, "identical": []}
@@ -80,7 +67,7 @@ def record(ladder: str, step: int, model: torch.nn.Module, revision: str | None 
     """Fingerprint `model` as `step` of `ladder`, add it to the record; the other steps it equals."""
     value = fingerprint(model)
     path = record_path(ladder)
-    with _locked(path):
+    with file_lock(path.with_suffix(".lock")):
         data = read(ladder)
         data["steps"][str(step)] = {"fingerprint": value, "revision": revision}
         same = sorted(int(s) for s, e in data["steps"].items() if e["fingerprint"] == value and int(s) != step)

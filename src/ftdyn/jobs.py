@@ -23,10 +23,9 @@ from its checkpoints; a failed one runs again.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -82,6 +81,11 @@ def status(store: Path) -> str:
     return "partial" if (store / "checkpoints").exists() else "new"
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (`-m`)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def refuse_sweep_without_multirun() -> None:
     """`ckpt=range` sets `hydra.sweeper.params`; without `-m` Hydra would silently run one job."""
     hydra_cfg = HydraConfig.get()
@@ -117,7 +121,8 @@ def run(cfg: DictConfig, job_dir: Path, train: Callable[[C.TrainConfig, Path], o
             train(run_cfg, store)
         return status(store)
     results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run_cfg)))
-    with _locked(store, key):
+    waiting = functools.partial(log.info, "wait %s: another process is running it (%s)", key, store)
+    with results.file_lock(store / "lock", on_wait=waiting):
         if results.is_done(store) and not flags.force:
             log.info("skip %s: done at %s", key, store)
         else:
@@ -130,21 +135,6 @@ def run(cfg: DictConfig, job_dir: Path, train: Callable[[C.TrainConfig, Path], o
                 raise
         _mirror(store, job_dir)
     return status(store)
-
-
-@contextlib.contextmanager
-def _locked(store: Path, key: str):
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / "lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("wait %s: another process is running it (%s)", key, store)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _prepare(store: Path, force: bool) -> None:

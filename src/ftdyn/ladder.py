@@ -11,8 +11,6 @@ checkpoint. The manifest is written last and atomically: a ladder without it is 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,7 +29,7 @@ from ftdyn import fingerprints, hub_models
 from ftdyn.data import TrainDataModule, heldout_rows, pretrain_rows
 from ftdyn.evaluate import heldout_measures, probe_accuracy
 from ftdyn.methods.module import CausalLMModule
-from ftdyn.results import write_json_atomic
+from ftdyn.results import file_lock, write_json_atomic
 from ftdyn.tasks.prompts import vocabulary_lines
 from ftdyn.world.corpus import corpus
 from ftdyn.world.entities import make_world
@@ -77,20 +75,10 @@ def ensure(model: C.ModelConfig) -> Path:
     if (root / "manifest.json").exists():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(root.with_suffix(".lock")):
+    with file_lock(root.with_suffix(".lock")):
         if not (root / "manifest.json").exists():  # another process may have built it meanwhile
             build(model, root)
     return root
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _label_words() -> list[str]:
