@@ -184,7 +184,7 @@ def test_a_second_process_on_the_same_job_waits_then_skips_it(tmp_path, monkeypa
     calls: list = []
     outcome = {}
     with caplog.at_level("INFO", logger="ftdyn.jobs"):
-        with jobs._locked(tmp_path / "jobs" / key, key):  # another sweep is running this job
+        with results.file_lock(tmp_path / "jobs" / key / "lock"):  # another sweep is running this job
             second = threading.Thread(target=lambda: outcome.update(s=jobs.run(cfg, tmp_path / "b", _fake_train(calls))))
             second.start()
             time.sleep(1.0)
