@@ -37,3 +37,18 @@ def micro_ladder() -> Path:
 @pytest.fixture(scope="session")
 def micro_model_cfg(micro_ladder) -> C.ModelConfig:
     return C.to_typed(compose_config(["model=micro"])).model
+
+
+@pytest.fixture
+def process_group_cleanup():
+    """Sharded training (trainer.strategy=fsdp) on one rank opens a gloo process group in the test's
+    own process, and Lightning exports MASTER_ADDR, MASTER_PORT, ... for it: close the group and
+    restore the environment after the test, or later subprocess sweeps would inherit them."""
+    saved = dict(os.environ)
+    yield
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)

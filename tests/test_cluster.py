@@ -115,10 +115,42 @@ def test_ranks_started_in_the_wrong_number_are_refused_naming_the_keys(monkeypat
     cluster.check_ranks(C.TrainerConfig(strategy="ddp", devices=2), multirun=True)
 
 
-def test_sharded_training_on_several_ranks_is_refused_until_its_weights_can_be_gathered(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    with pytest.raises(C.ConfigError, match="trainer.strategy=fsdp with 2 ranks: evaluating sharded weights"):
+@pytest.mark.slow
+def test_fsdp_inside_a_multirun_shards_over_two_ranks_and_matches_ddp(micro_ladder, tmp_path):
+    """FSDP2 over two CPU ranks (gloo), for a two-stage method with a head and for LoRA: every
+    number, in-loop rows included, is what DDP on the same two ranks gives."""
+    sweep = tmp_path / "sweep"
+    out = _sweep(["hydra/launcher=local_jobs", *SMALL, "task.train_size=64", "method.max_steps=4", "method.lr=1e-2",
+                  "trainer=ddp", "trainer.strategy=fsdp,ddp", "method=lpft,lora", "trainer.accelerator=cpu",
+                  "trainer.precision=32-true", "eval.every_n_steps=2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = {}
+    for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        rows, config = _rows(job), OmegaConf.load(job / "config.yaml")
+        strategy, method = config.trainer.strategy, config.method.name
+        assert (job / "done").exists() and _facts(rows)["world_size"] == 2
+        parts = ", the head" if method == "lpft" else ""
+        sharded = f"FSDP2: 2 transformer blocks{parts} and the rest sharded over 2 ranks" in (job / "train.log").read_text()
+        assert sharded == (strategy == "fsdp")
+        results[strategy, method] = {(r["stage"], r["eval_set"], r["split_kind"], r["metric"]): r["value"]
+                                     for r in rows if r["metric"] != "wall_s"}
+    assert sorted(results) == [("ddp", "lora"), ("ddp", "lpft"), ("fsdp", "lora"), ("fsdp", "lpft")]
+    for method in ("lpft", "lora"):
+        fsdp, ddp = results["fsdp", method], results["ddp", method]
+        assert fsdp.keys() == ddp.keys()
+        assert {k: v for k, v in fsdp.items()} == pytest.approx(ddp, abs=1e-5)
+        assert fsdp["after", "tinyworld_heldout", "pretrain", "forget_kl"] > 0.01  # it trained
+        assert ("step_4", "tinyworld_heldout", "pretrain", "forget_kl") in fsdp  # in-loop rows on every rank's gather
+
+
+def test_a_launcher_that_started_one_process_for_a_two_rank_job_is_named(monkeypatch):
+    """A sweep over trainer=cpu,ddp keeps the launcher's one task: the error says to sweep the strategy."""
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
+    with pytest.raises(C.ConfigError, match=r"= 2 ranks, but the launcher started 1 processes: .* sweep "
+                                            r"trainer.strategy, not trainer=cpu,ddp"):
         cluster.check_ranks(C.TrainerConfig(strategy="fsdp", devices=2), multirun=True)
 
 

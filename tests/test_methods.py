@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
+from torch.distributed.tensor import DTensor
 
 from conftest import MICRO
 from ftdyn import config as C
@@ -85,3 +87,34 @@ def test_replay_realises_its_rate_within_one_example_per_batch(tmp_path):
     assert abs(fitted.facts["replay_fraction"] - 0.1) <= 1 / run.method.batch_size
     run0, model0, tokenizer0, task0 = _setup(["method=sft", "method.max_steps=3"])
     assert fit(model0, tokenizer0, task0, run0, tmp_path / "none").facts["replay_fraction"] == 0.0
+
+
+class _ShardedWhileTraining(L.Callback):
+    """Records, per stage, whether every parameter was a DTensor shard during training."""
+
+    def __init__(self):
+        self.stages: list[bool] = []
+
+    def on_train_start(self, trainer, module):
+        self.stages.append(all(isinstance(p, DTensor) for p in module.parameters()))
+
+
+def test_sharded_training_gives_back_whole_weights_equal_to_plain_training(tmp_path, process_group_cleanup):
+    """trainer.strategy=fsdp (FSDP2) on one CPU rank: lpft's two stages each shard the model and make it
+    whole again, and what comes out is what plain training gives, in plain tensors, ties kept."""
+    fitted, seen = {}, _ShardedWhileTraining()
+    for strategy in ("auto", "fsdp"):
+        run, model, tokenizer, task = _setup(["method=lpft", f"trainer.strategy={strategy}"])
+        fitted[strategy] = fit(model, tokenizer, task, run, tmp_path / strategy, callbacks=[seen])
+    assert seen.stages == [False, False, True, True]  # auto: probe, ft; fsdp: probe, ft
+    sharded, plain = fitted["fsdp"], fitted["auto"]
+    weights = [*sharded.model.parameters(), *sharded.head.parameters()]
+    assert all(type(p) is torch.nn.Parameter and p.device.type == "cpu" for p in weights)  # no DTensor left
+    assert sharded.model.lm_head.weight is sharded.model.model.embed_tokens.weight  # still tied
+    expected = plain.model.state_dict()
+    assert sharded.model.state_dict().keys() == expected.keys()
+    for name, value in sharded.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], msg=name)
+    torch.testing.assert_close(sharded.head.weight, plain.head.weight)
+    assert not torch.equal(plain.model.model.embed_tokens.weight, _setup([])[1].model.embed_tokens.weight)  # it trained
+    assert {k: v for k, v in sharded.facts.items()} == pytest.approx(plain.facts)

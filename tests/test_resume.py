@@ -113,12 +113,16 @@ def _dies_at(monkeypatch, at: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, die_at, resumed_from", [("lpft", 13, 12), ("lplora", 7, 6)])
+@pytest.mark.parametrize("method, die_at, resumed_from, strategy",
+                         [("lpft", 13, 12, "auto"), ("lplora", 7, 6, "auto"), ("lpft", 13, 12, "fsdp")])
 def test_a_job_killed_mid_stage_resumes_and_matches_an_uninterrupted_run(micro_ladder, tmp_path, monkeypatch,
-                                                                         method, die_at, resumed_from):
+                                                                         process_group_cleanup, method, die_at,
+                                                                         resumed_from, strategy):
     """lpft dies in ft (probe restored from its end checkpoint, ft from step 4 of 8 with replay off);
-    lplora dies in the probe (step 6), then wraps LoRA and trains it after the resume."""
-    overrides = SHORT + [f"method={method}", "method.epochs=1", "replay.rate=0.2" if method == "lplora" else "seed=0"]
+    lplora dies in the probe (step 6), then wraps LoRA and trains it after the resume. Sharded
+    (fsdp, one rank here), the full checkpoint is loaded back into the sharded model."""
+    overrides = SHORT + [f"method={method}", "method.epochs=1", "replay.rate=0.2" if method == "lplora" else "seed=0",
+                         f"trainer.strategy={strategy}"]
     train(compose_config(overrides), tmp_path / "whole")
     with monkeypatch.context() as patch:
         _dies_at(patch, die_at)

@@ -6,7 +6,8 @@ a Hydra multirun starts a fresh sweep in every rank. Under `hydra/launcher=slurm
 `tasks_per_node` ranks and Lightning's `SLURMEnvironment` reads them; under
 `hydra/launcher=local_jobs` submitit's local executor starts them and `export_ranks` turns its
 variables into torch.distributed's (RANK, WORLD_SIZE, MASTER_ADDR, ...). Every rank runs the
-whole `train()`; only rank 0 evaluates and writes (`is_rank_zero`).
+whole `train()`; only rank 0 evaluates and writes (`is_rank_zero`). Under `trainer=fsdp` every
+rank takes part in the in-loop measurements too, since each forward pass gathers the shards.
 
 Requeue is owned by submitit. Before the time limit SLURM sends the warning signal (SIGUSR2,
 `signal_delay_s` ahead; submitit's `SUBMITIT_PREEMPT_SIGNAL`). `Preemption` notes it, saves a
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from ftdyn import config as C
 
@@ -79,16 +81,14 @@ def _started_ranks() -> int | None:
         return int(os.environ["WORLD_SIZE"])
     if SLURMEnvironment.detect():
         return int(os.environ["SLURM_NTASKS"])
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":  # one task: export_ranks had nothing to export
+        return int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1"))
     return None
 
 
 def check_ranks(trainer: C.TrainerConfig, multirun: bool) -> None:
     """Refuse a multi-process job whose ranks nobody started, or started in the wrong number."""
     want = trainer.world_size
-    if trainer.strategy == "fsdp" and want > 1:
-        raise C.ConfigError(
-            f"trainer.strategy=fsdp with {want} ranks: evaluating sharded weights on rank 0 is not built yet "
-            f"(the full weights must be gathered after training); use trainer=ddp, or fsdp on one device")
     started = _started_ranks()
     if want == 1 or started == want:
         return
@@ -96,7 +96,8 @@ def check_ranks(trainer: C.TrainerConfig, multirun: bool) -> None:
         raise C.ConfigError(
             f"trainer.devices={trainer.devices} x trainer.num_nodes={trainer.num_nodes} = {want} ranks, but the "
             f"launcher started {started} processes: set hydra.launcher.tasks_per_node=trainer.devices and "
-            f"hydra.launcher.nodes=trainer.num_nodes (the defaults of hydra/launcher=slurm and local_jobs)")
+            f"hydra.launcher.nodes=trainer.num_nodes (the defaults of hydra/launcher=slurm and local_jobs). "
+            f"The launcher reads them once per sweep: sweep trainer.strategy, not trainer=cpu,ddp")
     if multirun:
         raise C.ConfigError(
             f"trainer.strategy={trainer.strategy} with {want} ranks inside a multirun needs a launcher that starts "
@@ -107,6 +108,9 @@ def check_ranks(trainer: C.TrainerConfig, multirun: bool) -> None:
 def trainer_kwargs(trainer: C.TrainerConfig) -> dict:
     """Strategy and cluster plugins of a stage's Lightning Trainer."""
     kwargs = {"strategy": trainer.strategy, "num_nodes": trainer.num_nodes}
+    if trainer.strategy == "fsdp":  # FSDP2, applied by the module itself (ftdyn.methods.sharding)
+        kwargs["strategy"] = ModelParallelStrategy(data_parallel_size=trainer.world_size, tensor_parallel_size=1,
+                                                   save_distributed_checkpoint=False)  # one file, as other strategies
     if SLURMEnvironment.detect():
         kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]  # submitit requeues
     return kwargs

@@ -92,7 +92,9 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
         base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
         in_loop = InLoopEval(run.eval.every_n_steps, base, measure["heldout"], tokenizer.pad_token_id,
                              run.eval.batch_size, measure["heldout_name"])
-        in_loop_cbs = [in_loop] if run.eval.every_n_steps and lead else []
+        # rank 0 measures along training; under fsdp every rank must join in gathering the weights
+        measuring = lead or run.trainer.strategy == "fsdp"
+        in_loop_cbs = [in_loop] if run.eval.every_n_steps and measuring else []
         fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[*in_loop_cbs, preempted])
         rows += in_loop.rows
         if lead:  # Lightning's teardown leaves the trained model on the CPU

@@ -25,6 +25,7 @@ from peft import LoraConfig, get_peft_model
 from ftdyn import cluster, wandb_logging
 from ftdyn import config as C
 from ftdyn.data import TrainDataModule, encode_pair, encode_prompt, pretrain_rows, text_rows
+from ftdyn.methods import sharding
 from ftdyn.methods.checkpoints import StageCheckpoints
 from ftdyn.methods.heads import ClassifierHead
 from ftdyn.methods.module import CausalLMModule
@@ -126,6 +127,8 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
         _set_trainable(fitted.model, head, stage.trains)
         start = _head_state(head)
         module, steps, resumed_at = _fit_stage(fitted.model, head, data, stage, run, job_dir, callbacks or [])
+        fitted.model = module.model  # under trainer=fsdp, an unsharded copy of the trained model
+        fitted.head = head = module.head
         if resumed_at:
             fitted.facts["resumed_from_step"] = fitted.facts["train_steps"] + resumed_at
         fitted.head_at[stage.name] = (start, _head_state(head))
@@ -167,6 +170,9 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
                         enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
                         callbacks=callbacks + saves)
     model.train()  # evaluation before fitting left it in eval mode
+    unsharded = sharding.spare(module) if run.trainer.strategy == "fsdp" else None
     trainer.fit(module, data, ckpt_path=checkpoints.resume_path())
     checkpoints.finish(trainer)
+    if unsharded is not None:  # every rank held only its shard: make the weights whole again
+        sharding.unshard(module, into=unsharded)
     return module, trainer.global_step, module.resumed_from_step

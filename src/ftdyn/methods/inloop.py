@@ -22,6 +22,9 @@ class InLoopEval(L.Callback):
         self.losses: list[float] = []
         self.rows: list[dict] = []
 
+    def on_train_start(self, trainer, module):
+        self.base.to(module.device)  # beside the model on every rank (under fsdp every rank measures)
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
         step = self.offset + trainer.global_step

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from ftdyn.methods.heads import ClassifierHead, last_token_features
+from ftdyn.methods.sharding import shard
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class CausalLMModule(L.LightningModule):
         """Under DDP each rank saw its share of the batches: count every rank's tokens."""
         seen = torch.tensor(float(self.tokens_seen), device=self.device)
         self.tokens_seen = int(self.trainer.strategy.reduce(seen, reduce_op="sum"))
+
+    def configure_model(self) -> None:
+        """Under trainer=fsdp (ModelParallelStrategy's device mesh), shard the model (ftdyn.methods.sharding)."""
+        if self.device_mesh is not None:
+            shard(self, self.device_mesh["data_parallel"])
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         head = list(self.head.parameters()) if self.head is not None else []
