@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -251,6 +252,39 @@ def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wand
     assert facts["resumed_from_step"] == saved["global_step"]  # it continued, not restarted
     runs = sorted(wandb_dir.glob("wandb/offline-run-*"))
     assert len(runs) == 2 and all(run.name.endswith(f"-{run_id}") for run in runs)
+
+
+@pytest.mark.slow
+def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_finishes(micro_ladder, tmp_path):
+    """The whole cycle under submitit's local executor, as under SLURM: SIGUSR2 to the running job ->
+    a checkpoint at the next batch end -> submitit pickles the job again and exits 144 -> its
+    controller starts the job again -> the job resumes from that checkpoint and finishes -> the
+    sweep ends successfully, with the job done once."""
+    sweep = tmp_path / "sweep"
+    args = [*MICRO, "method.epochs=2", "trainer.threads=1", "trainer.checkpoint_every_n_steps=5"]
+    store = tmp_path / "outputs" / "jobs" / results.run_key(C.to_typed(compose_config(args)))
+    launch = subprocess.Popen([PYTHON, "-m", "ftdyn.train", "-m", "hydra/launcher=local_jobs", *args,
+                               f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=dict(os.environ), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (store / "checkpoints" / "ft" / "last.ckpt").exists():  # training is under way
+        assert launch.poll() is None and time.time() < deadline, "the job never reached its first checkpoint"
+        time.sleep(0.05)
+    [controller] = [int(p.name) for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]  # job id = its pid
+    [task] = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()  # the job's process
+    os.kill(int(task), signal.SIGUSR2)
+    _, err = launch.communicate(timeout=600)
+    assert launch.returncode == 0, err[-3000:]
+
+    job_log = (sweep / "0" / "train.log").read_text()
+    [step] = [int(n) for n in re.findall(r"SIGUSR2 received: checkpoint at step (\d+)", job_log)]
+    submitit_log = "".join(p.read_text() for p in (sweep / ".submitit" / str(controller)).glob("*_log.*"))
+    assert "Requeued job" in submitit_log  # submitit, not ftdyn, requeued it (exit 144)
+    assert submitit_log.count("Starting with JobEnvironment") == 2  # the controller started the job twice
+    assert (store / "done").exists() and (sweep / "0" / "done").exists()
+    facts = _facts(_rows(sweep / "0"))
+    assert facts["resumed_from_step"] == step and 5 <= step < 100  # continued from the signalled step
+    assert facts["train_steps"] == 2 * 400 // 8
 
 
 def test_checkpoints_load_without_remote_code_unless_asked(micro_ladder, monkeypatch):
