@@ -124,14 +124,18 @@ def test_a_job_killed_mid_stage_resumes_and_matches_an_uninterrupted_run(micro_l
     overrides = SHORT + [f"method={method}", "method.epochs=1", "replay.rate=0.2" if method == "lplora" else "seed=0",
                          f"trainer.strategy={strategy}"]
     train(compose_config(overrides), tmp_path / "whole")
+    started = time.time()
     with monkeypatch.context() as patch:
         _dies_at(patch, die_at)
         with pytest.raises(Killed):
             train(compose_config(overrides), tmp_path / "cut")
     assert not (tmp_path / "cut" / "done").exists()
+    first, started = time.time() - started, time.time()
     train(compose_config(overrides), tmp_path / "cut")
+    second = time.time() - started
     facts = {r["metric"]: r["value"] for r in _rows(tmp_path / "cut") if r["stage"] == "run"}
     assert facts["resumed_from_step"] == resumed_from
+    assert second < facts["wall_s"] < first + second  # the killed run's time up to its checkpoint counts too
     _same_results(_rows(tmp_path / "whole"), _rows(tmp_path / "cut"))
     assert not (tmp_path / "cut" / "checkpoints").exists()  # trainer.keep=none once done
 

@@ -28,7 +28,7 @@ from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, wandb_log
 from ftdyn.data import heldout_name, model_heldout_rows
 from ftdyn.evaluate import evaluate_stage
 from ftdyn.methods import fit, plan
-from ftdyn.methods.checkpoints import prune
+from ftdyn.methods.checkpoints import JobClock, prune
 from ftdyn.methods.inloop import InLoopEval
 from ftdyn.world.entities import make_world
 
@@ -72,7 +72,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     job_dir.mkdir(parents=True, exist_ok=True)
     if lead:
         results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run)))
-    started = time.time()
+    clock = JobClock()
     if run.trainer.threads > 0:
         torch.set_num_threads(run.trainer.threads)
     L.seed_everything(run.seed, verbose=False)
@@ -95,7 +95,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
         # rank 0 measures along training; under fsdp every rank must join in gathering the weights
         measuring = lead or run.trainer.strategy == "fsdp"
         in_loop_cbs = [in_loop] if run.eval.every_n_steps and measuring else []
-        fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[*in_loop_cbs, preempted])
+        fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[*in_loop_cbs, preempted, clock])
         rows += in_loop.rows
         if lead:  # Lightning's teardown leaves the trained model on the CPU
             fitted.model.to(device)
@@ -106,7 +106,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
         facts = fitted.facts
     if not lead:
         return {}  # rank 0 writes the job's results
-    facts["wall_s"] = round(time.time() - started, 2)
+    facts["wall_s"] = round(clock.seconds(), 2)  # across requeues (JobClock)
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
               "metric": name, "value": value} for name, value in facts.items()]
     rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
@@ -120,7 +120,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     results.mark_done(job_dir, key)
     stages = plan(run.method)
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
-    log.info("job %s done in %.1f s: %s", key, time.time() - started, job_dir)
+    log.info("job %s done in %.1f s: %s", key, time.time() - clock.started, job_dir)
     return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -82,6 +83,25 @@ class StageCheckpoints:
         log.info("stage %s already finished (%d steps): restored from %s", self.dir.name, ckpt["global_step"],
                  self.end)
         return ckpt["global_step"]
+
+
+class JobClock(L.Callback):
+    """A job's wall time across the processes that ran it (`wall_s`): this process's, plus what the
+    earlier ones had spent up to the checkpoint this one resumed from. Work after that checkpoint
+    was lost, and is not counted. The clock rides in every checkpoint as callback state."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.earlier = 0.0  #: seconds of earlier processes, up to the checkpoint resumed from
+
+    def seconds(self) -> float:
+        return self.earlier + time.time() - self.started
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.earlier = state["seconds"]
 
 
 def prune(job_dir: Path, keep: str, last_stage: str | None) -> None:
