@@ -96,6 +96,25 @@ def test_ddp_inside_a_multirun_trains_on_two_ranks_and_writes_one_result_set_per
     assert sorted(runs) == [0, 1]
 
 
+@pytest.mark.slow
+def test_a_single_ddp_run_has_its_second_rank_started_by_lightning(micro_ladder, tmp_path):
+    """Outside a multirun Lightning's own launcher may start the ranks: it re-runs the command
+    line with the same Hydra run dir. Two stages (lpft), one result set, both ranks trained."""
+    job = tmp_path / "job"
+    out = subprocess.run([PYTHON, "-m", "ftdyn.train", *SMALL, "method=lpft", "method.max_steps=4", "trainer=ddp",
+                          "trainer.accelerator=cpu", "trainer.precision=32-true", f"hydra.run.dir={job}"],
+                         cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (job / "train_ddp_process_1.log").exists()  # rank 1, started by Lightning into the same run dir
+    assert len(list((tmp_path / "outputs" / "jobs").iterdir())) == 1 and (job / "done").exists()
+    rows = _rows(job)
+    keys = [(r["stage"], r["eval_set"], r["split_kind"], r["prompt"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a row was written twice"
+    facts = _facts(rows)
+    # 32 rows over 2 ranks at batch 8: 2 steps per rank and stage (probe, then ft)
+    assert facts["world_size"] == 2 and facts["train_steps"] == 4
+
+
 def test_multi_process_strategy_in_a_plain_multirun_is_refused_with_the_launchers_to_use(monkeypatch):
     for name in ("WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME"):
         monkeypatch.delenv(name, raising=False)
