@@ -12,22 +12,29 @@ N_BINS = 15  # Tomihari & Sato's calibration bins
 MAX_LOG_T = 7.0  # temperatures are fitted within [e^-7, e^7] ~ [0.001, 1100]
 
 
-def ece_mce(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = N_BINS) -> tuple[float, float]:
-    """Expected and maximum calibration error over equal-width confidence bins.
+def reliability_bins(confidence, correct, n_bins: int = N_BINS) -> list[tuple[int, int, float, float]]:
+    """Per non-empty equal-width confidence bin: (index, count, mean confidence, accuracy).
 
-    A prediction falls in bin b when lower_b < confidence <= upper_b.
-    ECE = sum_b |b|/n * |acc_b - conf_b|; MCE = max_b |acc_b - conf_b| over non-empty bins.
+    A prediction falls in bin b when b/n_bins < confidence <= (b+1)/n_bins (a confidence of 0
+    goes in bin 0). The one binning of ECE/MCE and of the report's reliability diagrams.
     """
-    confidence, correct = confidence.double(), correct.double()
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
-    ece, mce = 0.0, 0.0
-    for lower, upper in zip(edges[:-1], edges[1:]):
-        inside = (confidence > lower) & (confidence <= upper)
-        if inside.any():
-            gap = (correct[inside].mean() - confidence[inside].mean()).abs().item()
-            ece += inside.double().mean().item() * gap
-            mce = max(mce, gap)
-    return ece, mce
+    confidence = torch.as_tensor(confidence, dtype=torch.float64)
+    correct = torch.as_tensor(correct, dtype=torch.float64)
+    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+    out = []
+    for b in bins.unique().tolist():
+        inside = bins == b
+        out.append((b, int(inside.sum()), confidence[inside].mean().item(), correct[inside].mean().item()))
+    return out
+
+
+def ece_mce(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = N_BINS) -> tuple[float, float]:
+    """Expected and maximum calibration error over `reliability_bins`:
+    ECE = sum_b |b|/n * |acc_b - conf_b|; MCE = max_b |acc_b - conf_b| over non-empty bins."""
+    bins = reliability_bins(confidence, correct, n_bins)
+    gaps = [abs(accuracy - mean_confidence) for _, _, mean_confidence, accuracy in bins]
+    ece = sum(count / len(confidence) * gap for (_, count, _, _), gap in zip(bins, gaps))
+    return ece, max(gaps, default=0.0)
 
 
 def _scaled(logits: torch.Tensor, temperature) -> torch.Tensor:

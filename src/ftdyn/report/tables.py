@@ -16,6 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 import ftdyn
+from ftdyn.metrics import N_BINS, reliability_bins
 from ftdyn.report import fits
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,6 @@ def methods(summary: pd.DataFrame) -> pd.DataFrame:
     return out.dropna(axis=1, how="all")
 
 
-N_BINS = 15  #: Tomihari & Sato's calibration bins (ftdyn.metrics)
 
 
 def reliability(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
@@ -236,10 +236,7 @@ def reliability(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
             ["task", "ckpt_step", "method", "stage"]):
         confidence = np.concatenate(g["confidences"].map(np.asarray).tolist())
         correct = np.concatenate(g["scores"].map(np.asarray).tolist())
-        bins = np.clip(np.ceil(confidence * N_BINS).astype(int) - 1, 0, N_BINS - 1)
-        for b in np.unique(bins):
-            inside = bins == b
-            out.append({"task": task, "ckpt_step": ckpt, "method": method, "stage": stage, "bin": int(b),
-                        "count": int(inside.sum()), "confidence": float(confidence[inside].mean()),
-                        "accuracy": float(correct[inside].mean())})
+        for b, count, mean_confidence, accuracy in reliability_bins(confidence, correct, N_BINS):
+            out.append({"task": task, "ckpt_step": ckpt, "method": method, "stage": stage, "bin": b,
+                        "count": count, "confidence": mean_confidence, "accuracy": accuracy})
     return pd.DataFrame(out)
