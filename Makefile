@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: run test test-all env study clean
+.PHONY: run test test-all test-gpu env study clean
 
 run: $(VENV)/.installed
 	bash sweeps/default.sh
@@ -20,6 +20,9 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m "slow or not slow"
+
+test-gpu: $(VENV)/.installed
+	$(PY) -m pytest -q -m gpu
 
 env: $(VENV)/.installed
 
