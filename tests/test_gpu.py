@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import MICRO
 from ftdyn import train as train_module
 from ftdyn.train import compose_config, train
+from test_cluster import SMALL, _facts, _rows, _sweep
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-@pytest.mark.parametrize("method", ["sft", "lpft", "lora"])
-def test_a_gpu_job_evaluates_before_and_after_on_the_gpu(micro_ladder, tmp_path, monkeypatch, method):
-    """Lightning's teardown moves the trained model to the CPU; the after-evaluation must move it back."""
+@pytest.mark.parametrize("method, trainer", [("sft", "trainer=gpu"), ("lpft", "trainer=gpu"), ("lora", "trainer=gpu"),
+                                             ("lpft", "trainer=fsdp trainer.devices=1")])
+def test_a_gpu_job_evaluates_before_and_after_on_the_gpu(micro_ladder, tmp_path, monkeypatch, process_group_cleanup,
+                                                        method, trainer):
+    """Lightning's teardown moves the trained model to the CPU; the after-evaluation must move it back
+    (and under fsdp, gather it whole first)."""
     devices, measure = [], train_module.evaluate_stage
 
     def spy(model, stage, **kwargs):
@@ -26,10 +31,28 @@ def test_a_gpu_job_evaluates_before_and_after_on_the_gpu(micro_ladder, tmp_path,
         return measure(model, stage=stage, **kwargs)
 
     monkeypatch.setattr(train_module, "evaluate_stage", spy)
-    facts = train(compose_config([*MICRO, "trainer=gpu", f"method={method}", "method.max_steps=20",
+    facts = train(compose_config([*MICRO, *trainer.split(), f"method={method}", "method.max_steps=20",
                                   "eval.every_n_steps=10"]), tmp_path)
     head = "cuda" if method == "lpft" else None
     assert devices == [("before", "cuda", None), ("after", "cuda", head)]
     assert facts["run/run/train_steps"] == 20 * (2 if method == "lpft" else 1)
     assert 0 <= facts["after/test/acc"] <= 1 and facts["after/tinyworld_heldout/forget_kl"] > 0
     assert "step_10/tinyworld_heldout/forget_kl" in facts  # in-loop rows: the base beside the model
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_fsdp_on_two_gpus_matches_ddp(micro_ladder, tmp_path):
+    """The CPU test of test_cluster on two GPUs (NCCL): sharded and data-parallel training agree."""
+    sweep = tmp_path / "sweep"
+    out = _sweep(["hydra/launcher=local_jobs", *SMALL, "task.train_size=64", "method.max_steps=4", "method.lr=1e-2",
+                  "trainer=ddp", "trainer.strategy=fsdp,ddp", "method=lpft", "trainer.precision=32-true",
+                  f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = {}
+    for job in (sweep / "0", sweep / "1"):
+        rows = _rows(job)
+        assert _facts(rows)["world_size"] == 2
+        strategy = OmegaConf.load(job / "config.yaml").trainer.strategy
+        results[strategy] = {(r["stage"], r["eval_set"], r["metric"]): r["value"] for r in rows
+                             if r["stage"] == "after"}
+    assert results["fsdp"] == pytest.approx(results["ddp"], abs=1e-3)
