@@ -217,8 +217,6 @@ def methods(summary: pd.DataFrame) -> pd.DataFrame:
     return out.dropna(axis=1, how="all")
 
 
-
-
 def reliability(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
     """Reliability bins per task x checkpoint x method x stage on the in-domain sets: per equal-width
     confidence bin (lower < c <= upper), its count, mean confidence and accuracy.
