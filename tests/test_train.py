@@ -97,6 +97,9 @@ def test_head_methods_record_rank_and_classifier_norms(micro_ladder, tmp_path):
     assert {r["lora_rank"] for r in rows} == {4}
     facts = {r["metric"] for r in rows if r["stage"] == "run"}
     assert {"classifier_norm_probe", "classifier_norm_lora", "replay_fraction"} <= facts
+    for stage in ("probe", "lora"):  # 2-step stages still log their loss (trainer.log_every_n_steps is 10)
+        curve = (tmp_path / stage / "metrics.csv").read_text().splitlines()
+        assert "train/loss" in curve[0] and len(curve) >= 2
 
 
 def test_classification_rows_carry_calibration_agreement_and_forgetting(job):

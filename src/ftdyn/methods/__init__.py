@@ -146,6 +146,13 @@ def _head_state(head: ClassifierHead | None):
     return None if head is None else (head.weight.detach().clone(), head.bias.detach().clone())
 
 
+def _log_interval(run: C.TrainConfig, data: TrainDataModule, total: int) -> int:
+    """`trainer.log_every_n_steps`, shortened for a stage (or epoch) shorter than it, which would
+    otherwise log no training loss at all."""
+    epoch = math.ceil(data.steps_per_epoch() / run.trainer.world_size)  # one epoch on each rank
+    return max(1, min(run.trainer.log_every_n_steps, epoch, total))
+
+
 def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path,
                callbacks: list[L.Callback]) -> tuple[CausalLMModule, int, int]:
     """Train one stage, or restore it if a previous run of the job finished or checkpointed it.
@@ -166,7 +173,8 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
                         logger=wandb_logging.stage_loggers(run, job_dir, stage.name),
                         **cluster.trainer_kwargs(run.trainer),
                         use_distributed_sampler=False,  # ftdyn's batch samplers shard over ranks (data.py)
-                        log_every_n_steps=run.trainer.log_every_n_steps, enable_checkpointing=bool(saves),
+                        log_every_n_steps=_log_interval(run, data, total),
+                        enable_checkpointing=bool(saves),
                         enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
                         callbacks=callbacks + saves)
     model.train()  # evaluation before fitting left it in eval mode
