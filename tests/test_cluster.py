@@ -280,7 +280,7 @@ def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_fini
     controller starts the job again -> the job resumes from that checkpoint and finishes -> the
     sweep ends successfully, with the job done once."""
     sweep = tmp_path / "sweep"
-    args = [*MICRO, "method.epochs=2", "trainer.threads=1", "trainer.checkpoint_every_n_steps=5"]
+    args = [*MICRO, "task.eval_size=10", "method.epochs=2", "trainer.threads=1", "trainer.checkpoint_every_n_steps=5"]
     store = tmp_path / "outputs" / "jobs" / results.run_key(C.to_typed(compose_config(args)))
     launch = subprocess.Popen([PYTHON, "-m", "ftdyn.train", "-m", "hydra/launcher=local_jobs", *args,
                                f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=dict(os.environ), text=True,
