@@ -277,13 +277,16 @@ def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wand
 def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_finishes(micro_ladder, tmp_path):
     """The whole cycle under submitit's local executor, as under SLURM: SIGUSR2 to the running job ->
     a checkpoint at the next batch end -> submitit pickles the job again and exits 144 -> its
-    controller starts the job again -> the job resumes from that checkpoint and finishes -> the
-    sweep ends successfully, with the job done once."""
-    sweep = tmp_path / "sweep"
-    args = [*MICRO, "task.eval_size=10", "method.epochs=2", "trainer.threads=1", "trainer.checkpoint_every_n_steps=5"]
+    controller starts the job again -> the job resumes from that checkpoint, in the same W&B run,
+    and finishes -> the sweep ends successfully, with the job done once."""
+    sweep, wandb_dir = tmp_path / "sweep", tmp_path / "wandb"
+    wandb_dir.mkdir()
+    args = [*MICRO, "task.eval_size=10", "method.epochs=2", "trainer.threads=1", "trainer.checkpoint_every_n_steps=5",
+            "logger=wandb"]
     store = tmp_path / "outputs" / "jobs" / results.run_key(C.to_typed(compose_config(args)))
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
     launch = subprocess.Popen([PYTHON, "-m", "ftdyn.train", "-m", "hydra/launcher=local_jobs", *args,
-                               f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=dict(os.environ), text=True,
+                               f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not (store / "checkpoints" / "ft" / "last.ckpt").exists():  # training is under way
@@ -304,6 +307,9 @@ def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_fini
     facts = _facts(_rows(sweep / "0"))
     assert facts["resumed_from_step"] == step and 5 <= step < 100  # continued from the signalled step
     assert facts["train_steps"] == 2 * 400 // 8
+    run_id = (store / "wandb_id").read_text().strip()
+    runs = sorted(wandb_dir.glob("wandb/offline-run-*"))
+    assert len(runs) == 2 and all(run.name.endswith(f"-{run_id}") for run in runs)  # one W&B run, resumed
 
 
 def test_checkpoints_load_without_remote_code_unless_asked(micro_ladder, monkeypatch):
