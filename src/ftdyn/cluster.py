@@ -39,14 +39,6 @@ log = logging.getLogger(__name__)
 PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  #: submitit's name for its warning signal (default USR2)
 
 
-def state_dir(job_dir: Path) -> Path:
-    """Where a job keeps what must survive a requeue: checkpoints and the W&B run id.
-
-    For now the job directory Hydra gives the job; the resume feature keys it by run_key.
-    """
-    return job_dir
-
-
 def export_ranks() -> None:
     """Under submitit's local executor with several tasks, give this process its torch.distributed rank.
 

@@ -63,7 +63,7 @@ def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     run = cfg if isinstance(cfg, C.TrainConfig) else C.to_typed(cfg)
     cluster.check_ranks(run.trainer, multirun=jobs.in_multirun())
     key = results.run_key(run)
-    with cluster.preemption(cluster.state_dir(job_dir)) as preempted, wandb_logging.job_run(run, key, job_dir):
+    with cluster.preemption(job_dir) as preempted, wandb_logging.job_run(run, key, job_dir):
         return _job(run, key, job_dir, preempted)
 
 

@@ -8,7 +8,7 @@ checkpoint step and model. Each training stage logs its curves through Lightning
 `log_results` puts every result row in the run's summary (`stage/eval_set/metric`) and in a
 `results` table.
 
-The run id is kept in the job's state directory (`cluster.state_dir`) beside its checkpoint:
+The run id is kept in the job's run store (`ftdyn.jobs`) beside its checkpoints:
 a requeued or re-launched job reads it and resumes the same run (`resume="allow"`). Without an
 API key (no WANDB_API_KEY, no ~/.netrc entry) the run is offline, never a login prompt.
 """
@@ -81,7 +81,7 @@ def _init(run: C.TrainConfig, key: str, job_dir: Path):
     return wandb.init(
         project=cfg.project, entity=cfg.entity, group=cfg.group or sweep_name(), job_type=run.method.name,
         tags=tags, name=f"{run.task.name}-{run.method.name}-step{run.ckpt_step}",
-        config={**C.as_dict(run), "run_key": key}, id=run_id(cluster.state_dir(job_dir)), resume="allow",
+        config={**C.as_dict(run), "run_key": key}, id=run_id(job_dir), resume="allow",
         mode=resolve_mode(cfg), dir=os.environ.get("WANDB_DIR") or str(job_dir), reinit="finish_previous")
 
 
