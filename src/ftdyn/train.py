@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftdyn import config as C
 from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, wandb_logging
 from ftdyn.data import heldout_name, model_heldout_rows
-from ftdyn.evaluate import evaluate_stage
+from ftdyn.evaluate import evaluate_stage, result_row
 from ftdyn.methods import fit, plan
 from ftdyn.methods.checkpoints import JobClock, prune
 from ftdyn.methods.inloop import InLoopEval
@@ -107,11 +107,9 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     if not lead:
         return {}  # rank 0 writes the job's results
     facts["wall_s"] = round(clock.seconds(), 2)  # across requeues (JobClock)
-    rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
-              "metric": name, "value": value} for name, value in facts.items()]
-    rows += [{"eval_set": "run", "split_kind": None, "stage": "run", "prompt": run.prompt.train,
-              "metric": "ckpt_identical_to_step", "value": other}  # the ladder is not what its names say
-             for other in fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)]
+    identical = fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)  # steps whose weights equal this one
+    for name, value in [*facts.items(), *(("ckpt_identical_to_step", step) for step in identical)]:
+        rows.append(result_row("run", None, "run", run.prompt.train, name, value))
 
     base = results.run_facts(run, key)
     results.write_examples(job_dir, key, rows)
