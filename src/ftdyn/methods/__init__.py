@@ -52,10 +52,15 @@ def plan(method: C.MethodConfig) -> list[Stage]:
     return stages
 
 
+def rank_batches(batches_per_epoch: int, run: C.TrainConfig) -> int:
+    """Batches of one epoch on each rank: every rank takes its share (`ftdyn.data.ResumableBatches`)."""
+    return math.ceil(batches_per_epoch / run.trainer.world_size)
+
+
 def stage_steps(stage: Stage, batches_per_epoch: int, run: C.TrainConfig) -> int:
     """Optimiser steps of one stage on each rank: its epochs over the rank's share of the
     batches, capped by `method.max_steps`. Sizes the LR schedule, and the dry run's cost."""
-    total = stage.epochs * math.ceil(batches_per_epoch / run.trainer.world_size)
+    total = stage.epochs * rank_batches(batches_per_epoch, run)
     return min(total, run.method.max_steps) if run.method.max_steps > 0 else total
 
 
@@ -146,11 +151,10 @@ def _head_state(head: ClassifierHead | None):
     return None if head is None else (head.weight.detach().clone(), head.bias.detach().clone())
 
 
-def _log_interval(run: C.TrainConfig, data: TrainDataModule, total: int) -> int:
+def _log_interval(run: C.TrainConfig, batches_per_epoch: int, total: int) -> int:
     """`trainer.log_every_n_steps`, shortened for a stage (or epoch) shorter than it, which would
     otherwise log no training loss at all."""
-    epoch = math.ceil(data.steps_per_epoch() / run.trainer.world_size)  # one epoch on each rank
-    return max(1, min(run.trainer.log_every_n_steps, epoch, total))
+    return max(1, min(run.trainer.log_every_n_steps, rank_batches(batches_per_epoch, run), total))
 
 
 def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path,
@@ -160,7 +164,8 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
     Returns the module, the stage's optimiser steps and the step it resumed from (0: a fresh
     start; all its steps: restored finished).
     """
-    total = stage_steps(stage, data.steps_per_epoch(), run)
+    batches = data.steps_per_epoch()
+    total = stage_steps(stage, batches, run)
     module = CausalLMModule(model, lr=stage.lr, total_steps=total, weight_decay=run.method.weight_decay, head=head,
                             warmup_steps=math.ceil(run.method.warmup_ratio * total))
     checkpoints = StageCheckpoints(job_dir, stage.name, run.trainer.checkpoint_every_n_steps)
@@ -173,7 +178,7 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
                         logger=wandb_logging.stage_loggers(run, job_dir, stage.name),
                         **cluster.trainer_kwargs(run.trainer),
                         use_distributed_sampler=False,  # ftdyn's batch samplers shard over ranks (data.py)
-                        log_every_n_steps=_log_interval(run, data, total),
+                        log_every_n_steps=_log_interval(run, batches, total),
                         enable_checkpointing=bool(saves),
                         enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
                         callbacks=callbacks + saves)
