@@ -10,6 +10,7 @@ raised by `to_typed(cfg)` before anything is loaded.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,11 @@ WANDB_MODES = ("online", "offline", "disabled")
 
 class ConfigError(ValueError):
     """One or more config values are not allowed; the message lists every problem."""
+
+
+def cache_root() -> Path:
+    """`$FTDYN_CACHE` (default `~/.cache/ftdyn`): built ladders and checkpoint fingerprints."""
+    return Path(os.environ.get("FTDYN_CACHE", Path.home() / ".cache" / "ftdyn"))
 
 
 def conf_dir() -> Path:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from ftdyn import config as C
 from ftdyn.results import file_lock, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,7 @@ def fingerprint(model: torch.nn.Module) -> str:
 
 
 def record_path(ladder: str) -> Path:
-    root = Path(os.environ.get("FTDYN_CACHE", Path.home() / ".cache" / "ftdyn"))
-    return root / "fingerprints" / f"{ladder}.json"
+    return C.cache_root() / "fingerprints" / f"{ladder}.json"
 
 
 def read(ladder: str) -> dict:

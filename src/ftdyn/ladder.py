@@ -14,14 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ftdyn import config as C
@@ -47,10 +45,6 @@ class CheckpointError(RuntimeError):
     """A ladder checkpoint exists but cannot be read."""
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("FTDYN_CACHE", Path.home() / ".cache" / "ftdyn"))
-
-
 def ladder_key(model: C.ModelConfig) -> str:
     """A hash of everything that shapes the ladder's weights."""
     spec = {"version": LADDER_VERSION, "arch": C.as_dict(model.arch), "pretrain": C.as_dict(model.pretrain),
@@ -59,7 +53,7 @@ def ladder_key(model: C.ModelConfig) -> str:
 
 
 def ladder_dir(model: C.ModelConfig) -> Path:
-    return cache_root() / "ladders" / f"{model.name}-{ladder_key(model)}"
+    return C.cache_root() / "ladders" / f"{model.name}-{ladder_key(model)}"
 
 
 def checkpoint_dir(model: C.ModelConfig, step: int) -> Path:
