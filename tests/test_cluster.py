@@ -90,7 +90,7 @@ def test_ddp_inside_a_multirun_trains_on_two_ranks_and_writes_one_result_set_per
         # 32 rows over 2 ranks at batch 8: 2 optimiser steps per rank, and every rank's tokens counted
         assert facts["train_steps"] == 2
         assert facts["train_tokens"] > 32 * 20
-        ranks = sorted(job.parent.glob(f".submitit/*/*_log.out"))
+        ranks = sorted(job.parent.glob(".submitit/*/*_log.out"))
         assert len(ranks) == 4  # two processes (ranks) per job
     runs = [_rows(sweep / n)[0]["seed"] for n in ("0", "1")]
     assert sorted(runs) == [0, 1]

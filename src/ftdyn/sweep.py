@@ -15,7 +15,6 @@ their measured wall seconds per training step (evaluation included).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
