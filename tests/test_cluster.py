@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +20,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, get_linear_schedule_with_warmup
 
 from conftest import MICRO, PYTHON
 from ftdyn import cluster
@@ -199,7 +200,9 @@ def _tiny_training(tmp_path: Path, callbacks: list[L.Callback], steps: int = 6) 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2))
     rows = [{"input_ids": [i % 60 + 1] * 8, "labels": [i % 60 + 1] * 8} for i in range(steps * 4)]
-    module = CausalLMModule(model, lr=1e-3, total_steps=steps)
+    module = CausalLMModule(model, optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0),
+                            scheduler=partial(get_linear_schedule_with_warmup, num_warmup_steps=0,
+                                              num_training_steps=steps))
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
     trainer.fit(module, TrainDataModule(rows, 4, pad_id=0))

@@ -11,13 +11,14 @@ from omegaconf.errors import ValidationError
 from ftdyn import config as C
 from ftdyn.train import CONF_DIR, compose_config
 
+# `_name.yaml` files are bases that options extend (conf/model/_hub.yaml), not options themselves
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONF_DIR.iterdir() if group.is_dir()
-                       for option in group.glob("*.yaml"))
+                       for option in group.glob("*.yaml") if not option.stem.startswith("_"))
 
 
 def test_every_group_has_options():
     groups = {g for g, _ in GROUP_OPTIONS}
-    assert {"model", "ckpt", "task", "method", "prompt", "replay", "trainer", "logger"} <= groups
+    assert {"model", "ckpt", "task", "method", "optim", "prompt", "replay", "trainer", "logger"} <= groups
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -65,14 +66,19 @@ def test_value_of_wrong_type_fails_at_composition_naming_the_key():
     ("replay.rate=1.5", "replay.rate=1.5: allowed [0, 1)"),
     ("replay.rate=-0.1", "replay.rate=-0.1: allowed [0, 1)"),
     ("method.lr=-1e-3", "method.lr=-0.001: must be > 0"),
-    ("fewshot.k=-1", "fewshot.k=-1"),
-    ("eval.every_n_steps=-5", "eval.every_n_steps=-5: must be >= 0 (0: never)"),
-    ("method.name=dpo", "method.name='dpo': allowed ['base', 'sft', 'lora', 'lp', 'lpft', 'lplora']"),
-    ("method.rank=0", "method.rank=0: must be a positive integer"),
-    ("method.rank=-4", "method.rank=-4: must be a positive integer"),
+    ("fewshot.k=-1", "fewshot.k=-1: must be >= 0"),
+    ("eval.every_n_steps=-5", "eval.every_n_steps=-5: must be >= 0"),
+    ("method.rank=0", "method.rank=0: must be >= 1"),
+    ("method.rank=-4", "method.rank=-4: must be >= 1"),
+    ("seed=-1", "seed=-1: must be >= 0"),
+    ("task.train_size=-5", "task.train_size=-5: must be >= 1"),
+    ("method.max_steps=0", "method.max_steps=0: allowed -1 (every epoch) or >= 1"),
+    ("model.pretrain.n_people=0", "model.pretrain.n_people=0: must be >= 1"),
+    ("optim.optimizer._target_=torch.optim.Adamm", "optim.optimizer._target_='torch.optim.Adamm': no such callable"),
+    ("+trainer.extra.max_steps=3", "trainer.extra.max_steps: ftdyn sets this Trainer argument itself"),
+    ("+trainer.extra.gradient_clip=1", "trainer.extra.gradient_clip: not an argument of lightning.Trainer; allowed"),
     ("method=lpft task=syn_summ", "method=lpft trains a classification head, but task=syn_summ is generation; "
                                   "methods allowed for it: ['base', 'sft', 'lora']"),
-    ("prompt.train=chat", "prompt format 'chat': allowed ['default', 'io', 'instruct']"),
     ("ckpt.step=7", "ckpt.step=7 is not in the tiny ladder; available steps: [20, 40, 80, 160, 320, 600]"),
     ("task=syn_probe", "task=syn_probe is evaluation-only; use method=base"),
 ])
@@ -81,6 +87,21 @@ def test_bad_value_fails_with_the_key_and_what_is_allowed(override, message):
     with pytest.raises(C.ConfigError) as err:
         C.to_typed(cfg)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("override", "allowed"), [
+    ("method.name=dpo", "[base, sft, lora, lp, lpft, lplora]"),
+    ("prompt.train=chat", "[default, io, instruct]"),
+    ("eval.label_scoring=last", "[first_token, first_token_space, constrained]"),
+    ("trainer.keep=some", "[none, last, all]"),
+    ("task.kind=ranking", "[classification, generation, multiple_choice]"),
+])
+def test_a_closed_choice_outside_its_enum_fails_at_composition(override, allowed):
+    key, value = override.split("=")
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config([override])
+    cause = str(err.value.__cause__)
+    assert f"Invalid value '{value}', expected one of {allowed}" in cause and f"full_key: {key}" in cause
 
 
 def test_every_problem_is_reported_at_once():

@@ -28,7 +28,7 @@ def _snapshot(model) -> dict[str, torch.Tensor]:
 
 
 def test_method_plans():
-    names = {m: [s.name for s in plan(C.MethodConfig(name=m))] for m in C.METHODS}
+    names = {m: [s.name for s in plan(C.MethodConfig(name=m))] for m in C.Method}
     assert names == {"base": [], "sft": ["ft"], "lora": ["lora"], "lp": ["probe"], "lpft": ["probe", "ft"],
                      "lplora": ["probe", "lora"]}
 

@@ -19,6 +19,7 @@ from wandb.proto import wandb_internal_pb2 as pb
 from conftest import PYTHON
 from ftdyn import config as C
 from ftdyn import wandb_logging
+from ftdyn.train import compose_config
 
 BLOCK, HEADER, FULL, LAST = 32768, 7, 1, 4
 
@@ -109,7 +110,7 @@ def test_mode_is_offline_without_an_api_key_and_online_with_one(monkeypatch, tmp
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    auto = C.LoggerConfig(kind="wandb")
+    auto = {"project": "ftdyn", "mode": None}
     assert wandb_logging.resolve_mode(auto) == "offline"
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789\n")
     (tmp_path / ".netrc").chmod(0o600)
@@ -119,7 +120,7 @@ def test_mode_is_offline_without_an_api_key_and_online_with_one(monkeypatch, tmp
     assert wandb_logging.resolve_mode(auto) == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_logging.resolve_mode(auto) == "disabled"
-    assert wandb_logging.resolve_mode(C.LoggerConfig(kind="wandb", mode="offline")) == "offline"
+    assert wandb_logging.resolve_mode({"mode": "offline"}) == "offline"
 
 
 def test_run_id_is_kept_in_the_state_directory_and_reused(tmp_path):
@@ -130,6 +131,6 @@ def test_run_id_is_kept_in_the_state_directory_and_reused(tmp_path):
 
 def test_bad_logger_values_name_the_key_and_what_is_allowed():
     with pytest.raises(C.ConfigError) as error:
-        C.TrainConfig(logger=C.LoggerConfig(kind="tensorboard", mode="sometimes"))
-    assert "logger.kind='tensorboard': allowed ['csv', 'wandb']" in str(error.value)
-    assert "logger.mode='sometimes': allowed ['online', 'offline', 'disabled'] or null" in str(error.value)
+        C.to_typed(compose_config(["logger=wandb", "logger.wandb.mode=sometimes", "logger.csv._target_=''"]))
+    assert "logger.csv._target_ is missing" in str(error.value)
+    assert "logger.wandb.mode='sometimes': allowed ['online', 'offline', 'disabled'] or null" in str(error.value)

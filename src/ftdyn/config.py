@@ -1,44 +1,159 @@
 """Typed schemas for every config group, registered with Hydra's ConfigStore.
 
 The root `TrainConfig` is the first entry of `conf/train.yaml`'s defaults, so every group option
-(a YAML file under `conf/<group>/`) is merged into a typed node: a misspelled key or a value of
-the wrong type fails at composition with the key's full name. Checks that span fields live in
-`problems()` methods; `TrainConfig.__post_init__` gathers all of them into one `ConfigError`,
-raised by `to_typed(cfg)` before anything is loaded.
+(a YAML file under `conf/<group>/`) is merged into a typed node: a misspelled key, a value of the
+wrong type or a closed choice outside its Enum fails at composition with the key's full name.
+The defaults live here, once: an option file states only what differs from them (a test holds
+every YAML leaf to that).
+
+Every setting is one of two kinds, marked on the field itself:
+- what is computed (the default): model, checkpoint, task, method, prompt, few-shot, replay,
+  evaluation protocol, optimiser, precision, seed. The run key (`ftdyn.results.run_key`) hashes these.
+- how it is launched and logged (`launch=True`): threads, progress bar, log interval, evaluation
+  batch size, checkpoint cadence, `keep`, logger, local data directories. Never in the run key.
+
+Numeric bounds are declared on the field too (`ge`, `gt`, `lt`); `TrainConfig.__post_init__`
+checks every bound and every group's cross-field `problems()`, and raises one `ConfigError`
+listing all of them before anything is loaded (`to_typed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import importlib
+import inspect
 import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
-
-METHODS = ("base", "sft", "lora", "lp", "lpft", "lplora")
-HEAD_METHODS = ("lp", "lpft", "lplora")  #: a classification head on the last-token feature
-LORA_METHODS = ("lora", "lplora")
-LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")
-PROBE_FIELDS = ("probe_lr", "probe_epochs")
-PROMPT_FORMATS = ("default", "io", "instruct")
-TASK_KINDS = ("classification", "generation", "multiple_choice")
-SPLIT_KINDS = ("in_domain", "out_of_domain", "probe", "pretrain")
-LABEL_SCORINGS = ("first_token", "first_token_space", "constrained")
-MODEL_SOURCES = ("ladder", "hub")
-KEEP = ("none", "last", "all")  #: trainer.keep
-RESUME_FIELDS = ("checkpoint_every_n_steps", "keep")  #: trainer fields that never change a result
-STRATEGIES = ("auto", "ddp", "fsdp")
-MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp")  #: one process (rank) per device
-LOGGER_KINDS = ("csv", "wandb")
-WANDB_MODES = ("online", "offline", "disabled")
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
     """One or more config values are not allowed; the message lists every problem."""
+
+
+def setting(default: Any = MISSING, *, launch: bool = False, ge: float | None = None, gt: float | None = None,
+            lt: float | None = None) -> Any:
+    """A schema field with its kind and bounds.
+
+    Args:
+        default: The default (lists and dicts are copied per instance); MISSING: an option file must set it.
+        launch: True for how a job is launched or logged, never what it computes (outside the run key).
+        ge, gt, lt: Bounds a number must keep (>=, >, <), checked with the key's name.
+    """
+    metadata = {"launch": launch, "ge": ge, "gt": gt, "lt": lt}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class Method(enum.StrEnum):
+    base = "base"
+    sft = "sft"
+    lora = "lora"
+    lp = "lp"
+    lpft = "lpft"
+    lplora = "lplora"
+
+
+class Trains(enum.StrEnum):
+    """What a stage of a method trains."""
+
+    all = "all"  #: every weight of the model (and the head, if any)
+    lora = "lora"  #: LoRA adapters (peft) and the head, if any
+    head = "head"  #: the classification head alone, on the frozen model's features
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the method table: the stages in order, as (stage name, what it trains), and
+    whether task rows are scored by a classification head on the last-token feature."""
+
+    stages: tuple[tuple[str, Trains], ...]
+    head: bool = False
+
+    @property
+    def lora(self) -> bool:
+        return any(trains == Trains.lora for _, trains in self.stages)
+
+
+PROBE = ("probe", Trains.head)  #: lp, lpft, lplora: first fit a linear head on the frozen features
+
+#: The method table: a new method is one row here (and a `conf/method/<name>.yaml`).
+METHOD_TABLE: dict[Method, MethodSpec] = {
+    Method.base: MethodSpec(()),  # evaluation only
+    Method.sft: MethodSpec((("ft", Trains.all),)),
+    Method.lora: MethodSpec((("lora", Trains.lora),)),
+    Method.lp: MethodSpec((PROBE,), head=True),
+    Method.lpft: MethodSpec((PROBE, ("ft", Trains.all)), head=True),  # Kumar et al. 2022
+    Method.lplora: MethodSpec((PROBE, ("lora", Trains.lora)), head=True),  # Tomihari & Sato 2024
+}
+HEAD_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.head)
+LORA_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.lora)
+LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")  #: method fields only LoRA methods read
+PROBE_FIELDS = ("probe_lr", "probe_epochs")  #: method fields only head methods read
+
+
+class PromptFormat(enum.StrEnum):
+    default = "default"
+    io = "io"
+    instruct = "instruct"
+
+
+class TaskKind(enum.StrEnum):
+    classification = "classification"
+    generation = "generation"
+    multiple_choice = "multiple_choice"
+
+
+class TaskSource(enum.StrEnum):
+    tinyworld = "tinyworld"
+    hub = "hub"
+
+
+class SplitKind(enum.StrEnum):
+    in_domain = "in_domain"
+    out_of_domain = "out_of_domain"
+    probe = "probe"
+    pretrain = "pretrain"
+
+
+class LabelScoring(enum.StrEnum):
+    first_token = "first_token"
+    first_token_space = "first_token_space"
+    constrained = "constrained"
+
+
+class ModelSource(enum.StrEnum):
+    ladder = "ladder"
+    hub = "hub"
+
+
+class ReplaySource(enum.StrEnum):
+    pretrain = "pretrain"
+    text = "text"
+
+
+class Keep(enum.StrEnum):
+    """Checkpoints a done job keeps."""
+
+    none = "none"
+    last = "last"  #: the final stage's end.ckpt: the fine-tuned weights
+    all = "all"
+
+
+class Strategy(enum.StrEnum):
+    auto = "auto"  #: one process
+    ddp = "ddp"  #: one process (rank) per device, gradients all-reduced
+    fsdp = "fsdp"  #: one process per device, parameters sharded (FSDP2)
+
+
+MULTI_PROCESS_STRATEGIES = (Strategy.ddp, Strategy.fsdp)
 
 
 def cache_root() -> Path:
@@ -52,6 +167,15 @@ def conf_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
+def _importable(dotted: str) -> bool:
+    """Whether `package.module.attribute` names something importable (a `_target_`)."""
+    module, _, attribute = dotted.rpartition(".")
+    try:
+        return bool(module) and hasattr(importlib.import_module(module), attribute)
+    except ImportError:
+        return False
+
+
 def task_options() -> list[str]:
     """The task options: one `conf/task/<name>.yaml` each."""
     return sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
@@ -61,28 +185,28 @@ def task_options() -> list[str]:
 class ArchConfig:
     """Shape of a Llama-architecture model that ftdyn builds from a transformers config."""
 
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 384
-    vocab_size: int = 1024  #: BPE vocabulary trained on tinyworld
-    max_position: int = 1024
+    hidden_size: int = setting(128, ge=1)
+    num_layers: int = setting(4, ge=1)
+    num_heads: int = setting(4, ge=1)
+    intermediate_size: int = setting(384, ge=1)
+    vocab_size: int = setting(1024, ge=1)  #: BPE vocabulary trained on tinyworld
+    max_position: int = setting(1024, ge=1)  #: the context: prompts are cut to fit it (ftdyn.data)
 
 
 @dataclass
 class PretrainConfig:
     """How ftdyn pre-trains a ladder on tinyworld (tokens = steps * batch_size * seq_len)."""
 
-    steps: int = 600
-    batch_size: int = 32
-    seq_len: int = 128
-    lr: float = 3e-3
-    warmup_steps: int = 30
-    world_seed: int = 0  #: which world (people and their facts)
-    n_people: int = 20
-    corpus_seed: int = 1  #: which documents about it
-    heldout_docs: int = 200  #: documents of a disjoint stream for the held-out LM loss
-    seed: int = 0  #: weight initialisation
+    steps: int = setting(600, ge=1)
+    batch_size: int = setting(32, ge=1)
+    seq_len: int = setting(128, ge=1)
+    lr: float = setting(3e-3, gt=0)
+    warmup_steps: int = setting(30, ge=0)
+    world_seed: int = setting(0, ge=0)  #: which world (people and their facts)
+    n_people: int = setting(20, ge=1)
+    corpus_seed: int = setting(1, ge=0)  #: which documents about it
+    heldout_docs: int = setting(200, ge=1)  #: documents of a disjoint stream for the held-out LM loss
+    seed: int = setting(0, ge=0)  #: weight initialisation
 
 
 @dataclass
@@ -95,40 +219,40 @@ class TextConfig:
     heldout_split: str = "test"  #: rows for pretrain_loss / forget_ce / forget_kl
     replay_split: str = "train"  #: rows replay rehearses (replay.source=text)
     field: str = "text"
-    heldout_rows: int = 200  #: packed rows of seq_len tokens kept for the held-out measures
-    seq_len: int = 256
-    local_dir: Optional[str] = None  #: offline: <local_dir>/<path>/<name>/<split>.jsonl (else $FTDYN_DATA_DIR)
+    heldout_rows: int = setting(200, ge=1)  #: packed rows of seq_len tokens kept for the held-out measures
+    seq_len: int = setting(256, ge=1)
+    #: offline: <local_dir>/<path>/<name>/<split>.jsonl (else $FTDYN_DATA_DIR)
+    local_dir: Optional[str] = setting(None, launch=True)
 
 
 @dataclass
 class ModelConfig:
-    """A model and its checkpoint ladder."""
+    """A model and its checkpoint ladder. The defaults are the tiny ladder's (`model=tiny`)."""
 
-    name: str = "tiny"
-    source: str = "ladder"  #: ladder: built by ftdyn on tinyworld; hub: loaded by name
-    checkpoints: list[int] = field(default_factory=list)  #: pre-training steps of the ladder
+    name: str = MISSING  #: the option's name, e.g. tiny
+    source: ModelSource = ModelSource.ladder  #: ladder: built by ftdyn on tinyworld; hub: loaded by name
+    checkpoints: list[int] = MISSING  #: pre-training steps of the ladder, increasing; the last is the final one
     hf_id: Optional[str] = None  #: hub repository (source=hub)
     revision_format: str = "step{step}"  #: hub revision of a step
     arch: ArchConfig = field(default_factory=ArchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     trust_remote_code: bool = False  #: run the hub repository's own code (never unless true)
     final_revision: Optional[str] = None  #: hub revision of the last checkpoint (e.g. main), else by revision_format
-    local_dir: Optional[str] = None  #: offline stand-in: one saved checkpoint per revision, in <local_dir>/<revision>/
+    #: offline stand-in: one saved checkpoint per revision, in <local_dir>/<revision>/
+    local_dir: Optional[str] = setting(None, launch=True)
     dtype: str = "float32"  #: weights as loaded (float32 keeps master weights exact under bf16-mixed)
     text: TextConfig = field(default_factory=TextConfig)
 
     def problems(self) -> list[str]:
         out = []
-        if self.source not in MODEL_SOURCES:
-            out.append(f"model.source={self.source!r}: allowed {list(MODEL_SOURCES)}")
         if not self.checkpoints:
             out.append("model.checkpoints is empty: list the ladder's pre-training steps")
         if sorted(set(self.checkpoints)) != list(self.checkpoints) or any(s <= 0 for s in self.checkpoints):
             out.append(f"model.checkpoints={list(self.checkpoints)}: must be positive, increasing steps")
-        if self.source == "ladder" and self.checkpoints and self.checkpoints[-1] != self.pretrain.steps:
+        if self.source == ModelSource.ladder and self.checkpoints and self.checkpoints[-1] != self.pretrain.steps:
             out.append(f"model.checkpoints ends at {self.checkpoints[-1]} but model.pretrain.steps="
                        f"{self.pretrain.steps}: the last checkpoint must be the final step")
-        if self.source == "hub" and not self.hf_id:
+        if self.source == ModelSource.hub and not self.hf_id:
             out.append("model.hf_id is required when model.source=hub")
         return out
 
@@ -146,7 +270,7 @@ class HubSetConfig:
 
     path: str = ""  #: hub id, e.g. glue, SetFit/qqp
     name: Optional[str] = None  #: dataset config, e.g. mnli
-    split: str = "train"
+    split: str = MISSING  #: e.g. train, validation, test
     fields: dict[str, str] = field(default_factory=dict)  #: example field -> dataset column
     label_map: dict[str, str] = field(default_factory=dict)  #: dataset label value (as text) -> label word
     formatter: Optional[str] = None  #: named function of ftdyn.tasks.formatters applied to each example
@@ -155,40 +279,37 @@ class HubSetConfig:
 
 @dataclass
 class TaskConfig:
-    """A task: where its examples come from, how it is scored, which sets it is evaluated on."""
+    """A task: where its examples come from, how it is scored, which sets it is evaluated on.
 
-    name: str = "syn_nli"
-    version: int = 1
-    family: str = "nli"  #: selects the prompt templates (ftdyn.tasks.prompts)
-    kind: str = "classification"
-    source: str = "tinyworld"
+    A task file states what the task is (name, version, family, kind, its sets); sizes default here.
+    """
+
+    name: str = MISSING
+    version: int = setting(MISSING, ge=1)  #: bump when the task's data or scoring changes
+    family: str = MISSING  #: selects the prompt templates (ftdyn.tasks.prompts)
+    kind: TaskKind = MISSING
+    source: TaskSource = TaskSource.tinyworld
     label_words: list[str] = field(default_factory=list)  #: classification answers, in label order
-    train_size: int = 2000
-    eval_size: int = 300  #: examples per evaluation set
-    eval_sets: dict[str, str] = field(default_factory=dict)  #: split name -> split_kind
+    train_size: int = setting(2000, ge=1)
+    eval_size: int = setting(300, ge=1)  #: examples per evaluation set
+    eval_sets: dict[str, SplitKind] = field(default_factory=dict)  #: split name -> split_kind
     eval_only: bool = False  #: a probe: never trained on
-    max_new_tokens: int = 60  #: generation length for kind=generation
+    max_new_tokens: int = setting(60, ge=1)  #: generation length for kind=generation
     data: dict[str, HubSetConfig] = field(default_factory=dict)  #: source=hub: train, validation, each eval set
-    subsample_seed: int = 42  #: source=hub: train = shuffle(seed).select(range(train_size))
-    local_dir: Optional[str] = None  #: source=hub: read <local_dir>/<path>/<name>/<split>.jsonl (else $FTDYN_DATA_DIR)
+    subsample_seed: int = setting(42, ge=0)  #: source=hub: train = shuffle(seed).select(range(train_size))
+    #: source=hub: read <local_dir>/<path>/<name>/<split>.jsonl (else $FTDYN_DATA_DIR)
+    local_dir: Optional[str] = setting(None, launch=True)
     #: score on this task option's evaluation sets instead of own ones (an instruction set
     #: evaluated on multiple-choice sets, as Tulu on ARC); its demonstrations come from that task
     eval_task: Optional[str] = None
 
     def problems(self) -> list[str]:
         out = []
-        if self.kind not in TASK_KINDS:
-            out.append(f"task.kind={self.kind!r}: allowed {list(TASK_KINDS)}")
         if self.eval_task is not None and self.eval_task not in task_options():
             out.append(f"task.eval_task={self.eval_task!r}: allowed {task_options()} (conf/task/*.yaml)")
         if not self.eval_sets and self.eval_task is None:
             out.append(f"task {self.name}: task.eval_sets is empty")
-        for split, kind in self.eval_sets.items():
-            if kind not in SPLIT_KINDS:
-                out.append(f"task.eval_sets.{split}={kind!r}: allowed {list(SPLIT_KINDS)}")
-        if self.train_size <= 0 or self.eval_size <= 0:
-            out.append(f"task.train_size and task.eval_size must be > 0, got {self.train_size}, {self.eval_size}")
-        if self.source == "hub":
+        if self.source == TaskSource.hub:
             needed = [*([] if self.eval_only else ["train"]), *self.eval_sets]
             out += [f"task {self.name}: task.data.{s} is missing: source=hub needs a hub set for every split "
                     f"it uses ({needed})" for s in needed if s not in self.data]
@@ -201,42 +322,66 @@ class TaskConfig:
 
 @dataclass
 class MethodConfig:
-    """How the model is adapted. One training loop; methods differ in what trains.
+    """How the model is adapted: which stages run (`METHOD_TABLE`) and their settings.
 
-    lp, lpft and lplora first fit a linear head on the frozen model's last-token feature
-    (probe_lr, probe_epochs); lpft then trains everything, lplora LoRA adapters, with the head.
+    One training loop; methods differ in what trains. lp, lpft and lplora first fit a linear head
+    on the frozen model's last-token feature (probe_lr, probe_epochs); lpft then trains
+    everything, lplora LoRA adapters, with the head. The training settings below are shared by
+    every method, so a method comparison stays like for like unless a method file says otherwise.
     """
 
-    name: str = "sft"
-    lr: float = 5e-4
-    epochs: int = 1
-    batch_size: int = 8
-    max_steps: int = -1  #: stop each stage after this many optimiser steps (-1: every epoch)
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    rank: int = 8  #: LoRA rank r
-    alpha: float = 16.0  #: LoRA scale numerator: updates are scaled by alpha / r (alpha / sqrt(r) if rslora)
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                        "up_proj", "down_proj"])  #: every attention and MLP projection
+    name: Method = MISSING
+    lr: float = setting(5e-4, gt=0)
+    epochs: int = setting(1, ge=1)
+    batch_size: int = setting(8, ge=1)  #: Amuro & Char's batch
+    max_steps: int = setting(-1, ge=-1)  #: stop each stage after this many optimiser steps (-1: every epoch)
+    rank: int = setting(8, ge=1)  #: LoRA rank r
+    alpha: float = setting(16.0, gt=0)  #: LoRA scale numerator: updates are scaled by alpha / r (alpha / sqrt(r) if rslora)
+    dropout: float = setting(0.0, ge=0, lt=1)
+    targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                  "down_proj"])  #: every attention and MLP projection
     rslora: bool = False  #: rank-stabilised scaling (Kalajdzievski)
-    probe_lr: float = 1e-2  #: linear-probe stage of lp / lpft / lplora
-    probe_epochs: int = 1
+    probe_lr: float = setting(1e-2, gt=0)  #: linear-probe stage of lp / lpft / lplora
+    probe_epochs: int = setting(1, ge=1)
+
+    @property
+    def spec(self) -> MethodSpec:
+        return METHOD_TABLE[Method(self.name)]
 
     def problems(self) -> list[str]:
         out = []
-        if self.name not in METHODS:
-            out.append(f"method.name={self.name!r}: allowed {list(METHODS)}")
-        out += [f"method.{key}={value}: must be > 0" for key, value in (("lr", self.lr), ("probe_lr", self.probe_lr))
-                if value <= 0]
-        if self.rank <= 0:
-            out.append(f"method.rank={self.rank}: must be a positive integer")
-        if not 0 <= self.dropout < 1:
-            out.append(f"method.dropout={self.dropout}: allowed [0, 1)")
-        if self.epochs <= 0 or self.batch_size <= 0:
-            out.append(f"method.epochs={self.epochs}, method.batch_size={self.batch_size}: must be > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            out.append(f"method.warmup_ratio={self.warmup_ratio}: allowed [0, 1)")
+        if self.max_steps == 0:
+            out.append("method.max_steps=0: allowed -1 (every epoch) or >= 1")
+        if not self.targets and Method(self.name) in LORA_METHODS:
+            out.append(f"method.targets is empty: method={self.name} needs modules to adapt")
+        return out
+
+
+@dataclass
+class OptimConfig:
+    """The optimiser and learning-rate schedule of every training stage, built with
+    `hydra.utils.instantiate`. An option file's mapping merges into the default one.
+
+    The optimiser is called with the stage's trainable parameters and `lr` (method.lr, or
+    method.probe_lr for a probe stage); the schedule with the optimiser, `num_warmup_steps` and
+    `num_training_steps` (transformers' schedule signature).
+    """
+
+    optimizer: dict[str, Any] = setting({"_target_": "torch.optim.AdamW", "_partial_": True, "weight_decay": 0.0})
+    scheduler: dict[str, Any] = setting({"_target_": "transformers.get_linear_schedule_with_warmup",
+                                         "_partial_": True})
+    warmup_ratio: float = setting(0.03, ge=0, lt=1)  #: warmup steps = ceil(ratio * a stage's steps)
+
+    def problems(self) -> list[str]:
+        out = []
+        for key in ("optimizer", "scheduler"):
+            target = getattr(self, key).get("_target_")
+            if not target:
+                out.append(f"optim.{key}._target_ is missing: name the callable, e.g. torch.optim.AdamW")
+            elif not _importable(target):
+                out.append(f"optim.{key}._target_={target!r}: no such callable (module.attribute)")
+            if not getattr(self, key).get("_partial_"):
+                out.append(f"optim.{key}._partial_ must be true: ftdyn passes the parameters and steps itself")
         return out
 
 
@@ -244,103 +389,92 @@ class MethodConfig:
 class PromptConfig:
     """Prompt format used for training and the formats every evaluation is run in."""
 
-    train: str = "default"
-    eval: list[str] = field(default_factory=lambda: ["default"])
-
-    def problems(self) -> list[str]:
-        bad = [f for f in [self.train, *self.eval] if f not in PROMPT_FORMATS]
-        return [f"prompt format {f!r}: allowed {list(PROMPT_FORMATS)}" for f in bad]
+    train: PromptFormat = PromptFormat.default
+    eval: list[PromptFormat] = setting([PromptFormat.default])
 
 
 @dataclass
 class FewshotConfig:
     """Demonstrations from the train split prepended to each evaluated prompt."""
 
-    k: int = 4  #: before fine-tuning (and for method=base)
-    k_after: int = 0  #: after fine-tuning
-    seed: int = 0
-
-    def problems(self) -> list[str]:
-        if self.k < 0 or self.k_after < 0:
-            return [f"fewshot.k={self.k}, fewshot.k_after={self.k_after}: must be >= 0"]
-        return []
-
-
-REPLAY_SOURCES = ("pretrain", "text")
+    k: int = setting(4, ge=0)  #: before fine-tuning (and for method=base)
+    k_after: int = setting(0, ge=0)  #: after fine-tuning
+    seed: int = setting(0, ge=0)
 
 
 @dataclass
 class ReplayConfig:
     """Share of each training batch drawn from pre-training text, trained with the LM loss."""
 
-    rate: float = 0.0
-    source: str = "pretrain"  #: pretrain: the ladder's own stream (tinyworld); text: model.text's replay split
-    seq_len: int = 64  #: tokens per replay row
-
-    def problems(self) -> list[str]:
-        out = []
-        if not 0 <= self.rate < 1:
-            out.append(f"replay.rate={self.rate}: allowed [0, 1)")
-        if self.source not in REPLAY_SOURCES:
-            out.append(f"replay.source={self.source!r}: allowed {list(REPLAY_SOURCES)}")
-        if self.seq_len <= 0:
-            out.append(f"replay.seq_len={self.seq_len}: must be > 0")
-        return out
+    rate: float = setting(0.0, ge=0, lt=1)
+    source: ReplaySource = ReplaySource.pretrain  #: pretrain: the ladder's own stream (tinyworld); text: model.text
+    seq_len: int = setting(64, ge=1)  #: tokens per replay row
 
 
 @dataclass
 class EvalConfig:
     """What every job measures besides its task's own evaluation sets."""
 
-    batch_size: int = 64
+    batch_size: int = setting(64, launch=True, ge=1)  #: prompts per forward pass: speed, not results
     probe: bool = True  #: knowledge cloze on world facts (split_kind=probe)
     pretrain_loss: bool = True  #: LM loss and forgetting on held-out pre-training text (split_kind=pretrain)
-    every_n_steps: int = 0  #: also record train loss and forgetting every N optimiser steps (0: never)
+    every_n_steps: int = setting(0, ge=0)  #: also record train loss and forgetting every N optimiser steps (0: never)
     #: other task options whose in-domain sets every stage also scores (eval_set <task>/<split>)
     cross_tasks: list[str] = field(default_factory=list)
     #: how classification reads the LM: first_token (logsumexp over the label's first sub-token with
     #: and without a leading space), first_token_space (" label" only) or constrained (greedy
     #: decoding restricted to the label words: acc and acc_vs_base, no calibration)
-    label_scoring: str = "first_token"
+    label_scoring: LabelScoring = LabelScoring.first_token
 
     def problems(self) -> list[str]:
-        out = [f"eval.batch_size={self.batch_size}: must be > 0"] if self.batch_size <= 0 else []
-        if self.every_n_steps < 0:
-            out.append(f"eval.every_n_steps={self.every_n_steps}: must be >= 0 (0: never)")
-        if self.label_scoring not in LABEL_SCORINGS:
-            out.append(f"eval.label_scoring={self.label_scoring!r}: allowed {list(LABEL_SCORINGS)}")
         unknown = [t for t in self.cross_tasks if t not in task_options()]
         if unknown:
-            out.append(f"eval.cross_tasks: unknown task(s) {unknown}; allowed {task_options()} (conf/task/*.yaml)")
-        return out
+            return [f"eval.cross_tasks: unknown task(s) {unknown}; allowed {task_options()} (conf/task/*.yaml)"]
+        return []
+
+
+#: Trainer arguments ftdyn sets itself, per stage; `trainer.extra` may not name them
+OWNED_TRAINER_ARGS = ("max_epochs", "max_steps", "logger", "callbacks", "strategy", "num_nodes", "plugins",
+                      "use_distributed_sampler", "enable_checkpointing", "enable_model_summary")
 
 
 @dataclass
 class TrainerConfig:
-    """Arguments of the Lightning Trainer."""
+    """The Lightning Trainer: the fields marked `lightning` and `extra` go to `lightning.Trainer`
+    as one mapping (`lightning_args`); the rest are ftdyn's own."""
 
-    accelerator: str = "cpu"
-    devices: int = 1
+    accelerator: str = setting("cpu")
+    devices: int = setting(1, ge=1)
     precision: str = "32-true"
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool = False
-    threads: int = 0  #: torch CPU threads per job (0: torch's default). Tiny models are bound by
+    log_every_n_steps: int = setting(10, launch=True, ge=1)
+    enable_progress_bar: bool = setting(False, launch=True)
+    #: any other lightning.Trainer argument, passed as is (e.g. gradient_clip_val, accumulate_grad_batches)
+    extra: dict[str, Any] = field(default_factory=dict)
+    threads: int = setting(0, launch=True, ge=0)  #: torch CPU threads per job (0: torch's default). Tiny models are bound by
     #: per-op overhead, so two 1-thread jobs side by side (hydra/launcher=joblib) train twice as fast.
-    checkpoint_every_n_steps: int = 100  #: save checkpoints/<stage>/last.ckpt this often, to resume a killed job (0: never)
-    keep: str = "none"  #: checkpoints a done job keeps: none | last (the final weights) | all
-    strategy: str = "auto"  #: Lightning strategy: auto (one process), ddp or fsdp (one process per device)
-    num_nodes: int = 1  #: machines per job; processes per job = num_nodes * devices
+    #: save checkpoints/<stage>/last.ckpt this often, to resume a killed job (0: never)
+    checkpoint_every_n_steps: int = setting(100, launch=True, ge=0)
+    keep: Keep = setting(Keep.none, launch=True)  #: checkpoints a done job keeps: none | last (the final weights) | all
+    strategy: Strategy = Strategy.auto  #: Lightning strategy: auto (one process), ddp or fsdp (one process per device)
+    num_nodes: int = setting(1, ge=1)  #: machines per job; processes per job = num_nodes * devices
+
+    LIGHTNING_FIELDS: typing.ClassVar[tuple[str, ...]] = ("accelerator", "devices", "precision", "log_every_n_steps",
+                                                          "enable_progress_bar")
+
+    def lightning_args(self) -> dict[str, Any]:
+        """Arguments of `lightning.Trainer` from this config (ftdyn adds the per-stage ones)."""
+        return {**{name: getattr(self, name) for name in self.LIGHTNING_FIELDS}, **self.extra}
 
     def problems(self) -> list[str]:
-        out = []
-        if self.checkpoint_every_n_steps < 0:
-            out.append(f"trainer.checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be >= 0 (0: never)")
-        if self.keep not in KEEP:
-            out.append(f"trainer.keep={self.keep!r}: allowed {list(KEEP)}")
-        if self.strategy not in STRATEGIES:
-            out.append(f"trainer.strategy={self.strategy!r}: allowed {list(STRATEGIES)}")
-        if self.devices <= 0 or self.num_nodes <= 0:
-            out.append(f"trainer.devices={self.devices}, trainer.num_nodes={self.num_nodes}: must be > 0")
+        import lightning as L
+
+        allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", *OWNED_TRAINER_ARGS,
+                                                                           *self.LIGHTNING_FIELDS}
+        owned = sorted(set(self.extra) & set(OWNED_TRAINER_ARGS))
+        unknown = sorted(set(self.extra) - allowed - set(OWNED_TRAINER_ARGS) - set(self.LIGHTNING_FIELDS))
+        out = [f"trainer.extra.{k}: ftdyn sets this Trainer argument itself" for k in owned]
+        out += [f"trainer.extra.{k}: not an argument of lightning.Trainer; allowed {sorted(allowed)}" for k in unknown]
+        out += [f"trainer.extra.{k}: set trainer.{k} instead" for k in sorted(set(self.extra) & set(self.LIGHTNING_FIELDS))]
         return out
 
     @property
@@ -351,23 +485,28 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where training curves go: `csv` writes metrics.csv in the job directory; `wandb` also logs
-    the run to Weights & Biases (ftdyn.wandb_logging)."""
+    """Where training curves go, as `_target_` leaves built with `hydra.utils.instantiate`.
 
-    kind: str = "csv"
-    project: str = "ftdyn"  #: W&B project
-    entity: Optional[str] = None  #: W&B team or user (null: the API key's default)
-    group: Optional[str] = None  #: W&B group (null: the sweep's name, the sweep directory's name)
-    tags: list[str] = field(default_factory=list)  #: added to the automatic task / ckpt / model tags
-    mode: Optional[str] = None  #: online, offline or disabled (null: offline unless an API key is set)
+    `csv` (always): a Lightning logger, called per stage with `save_dir` (the job directory),
+    `name` and `version` (the stage), so curves land in `<job>/<stage>/metrics.csv`.
+    `wandb` (logger=wandb; null: no W&B): `wandb.init`'s arguments for the job's run
+    (ftdyn.wandb_logging adds id, resume, name, job_type, config and the automatic tags; a null
+    `group` becomes the sweep's name, a null `mode` offline unless an API key is set).
+    """
+
+    csv: dict[str, Any] = setting({"_target_": "lightning.pytorch.loggers.CSVLogger", "_partial_": True})
+    wandb: Optional[dict[str, Any]] = None
 
     def problems(self) -> list[str]:
-        out = []
-        if self.kind not in LOGGER_KINDS:
-            out.append(f"logger.kind={self.kind!r}: allowed {list(LOGGER_KINDS)}")
-        if self.mode is not None and self.mode not in WANDB_MODES:
-            out.append(f"logger.mode={self.mode!r}: allowed {list(WANDB_MODES)} or null (automatic)")
+        out = [] if self.csv.get("_target_") else ["logger.csv._target_ is missing: name a Lightning logger class"]
+        if self.wandb is not None:
+            mode = self.wandb.get("mode")
+            if mode is not None and mode not in WANDB_MODES:
+                out.append(f"logger.wandb.mode={mode!r}: allowed {list(WANDB_MODES)} or null (automatic)")
         return out
+
+
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 @dataclass
@@ -378,46 +517,97 @@ class TrainConfig:
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     fewshot: FewshotConfig = field(default_factory=FewshotConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    seed: int = 0
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata={"launch": True})
+    seed: int = setting(0, ge=0)
 
     def __post_init__(self) -> None:
-        problems = [p for group in (self.model, self.task, self.method, self.prompt, self.fewshot,
-                                    self.replay, self.eval, self.trainer, self.logger) for p in group.problems()]
-        if self.ckpt.step is not None and self.model.checkpoints and self.ckpt.step not in self.model.checkpoints:
-            problems.append(f"ckpt.step={self.ckpt.step} is not in the {self.model.name} ladder; "
-                            f"available steps: {list(self.model.checkpoints)}")
-        if self.method.name in HEAD_METHODS and self.task.kind != "classification":
-            problems.append(f"method={self.method.name} trains a classification head, but task={self.task.name} "
-                            f"is {self.task.kind}; methods allowed for it: "
-                            f"{[m for m in METHODS if m not in HEAD_METHODS]}")
-        if self.model.source == "hub" and self.eval.probe:
-            problems.append(f"eval.probe=true: the world-facts probe only exists for ladder models, not "
-                            f"model.source=hub ({self.model.name}); set eval.probe=false")
-        if self.replay.rate > 0 and self.replay.source == "pretrain" and self.model.source == "hub":
-            problems.append(f"replay.source=pretrain: ftdyn has no pre-training stream of hub model "
-                            f"{self.model.name}; use replay.source=text (model.text)")
-        if self.model.source == "hub" and (self.eval.pretrain_loss or self.eval.every_n_steps) \
-                and not self.model.text.path:
-            problems.append(f"eval.pretrain_loss / eval.every_n_steps measure held-out pre-training text, "
-                            f"but model.text.path is not set for hub model {self.model.name}")
-        if self.replay.rate > 0 and self.replay.source == "text" and not self.model.text.path:
-            problems.append(f"replay.source=text but model.text.path is not set for {self.model.name}")
-        if self.task.eval_only and self.method.name != "base":
-            problems.append(f"task={self.task.name} is evaluation-only; use method=base "
-                            f"(got method={self.method.name})")
+        problems = bound_problems(self)
+        problems += [p for group in (self.model, self.task, self.method, self.optim, self.eval, self.trainer,
+                                                  self.logger)
+                     for p in group.problems()]
+        problems += self._cross_group_problems()
         if problems:
             raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+    def _cross_group_problems(self) -> list[str]:
+        out = []
+        if self.ckpt.step is not None and self.model.checkpoints and self.ckpt.step not in self.model.checkpoints:
+            out.append(f"ckpt.step={self.ckpt.step} is not in the {self.model.name} ladder; "
+                       f"available steps: {list(self.model.checkpoints)}")
+        if self.method.name in HEAD_METHODS and self.task.kind != TaskKind.classification:
+            out.append(f"method={self.method.name} trains a classification head, but task={self.task.name} "
+                       f"is {self.task.kind}; methods allowed for it: "
+                       f"{[str(m) for m in Method if m not in HEAD_METHODS]}")
+        hub = self.model.source == ModelSource.hub
+        if hub and self.eval.probe:
+            out.append(f"eval.probe=true: the world-facts probe only exists for ladder models, not "
+                       f"model.source=hub ({self.model.name}); set eval.probe=false")
+        if self.replay.rate > 0 and self.replay.source == ReplaySource.pretrain and hub:
+            out.append(f"replay.source=pretrain: ftdyn has no pre-training stream of hub model "
+                       f"{self.model.name}; use replay.source=text (model.text)")
+        if hub and (self.eval.pretrain_loss or self.eval.every_n_steps) and not self.model.text.path:
+            out.append(f"eval.pretrain_loss / eval.every_n_steps measure held-out pre-training text, "
+                       f"but model.text.path is not set for hub model {self.model.name}")
+        if self.replay.rate > 0 and self.replay.source == ReplaySource.text and not self.model.text.path:
+            out.append(f"replay.source=text but model.text.path is not set for {self.model.name}")
+        if self.task.eval_only and self.method.name != Method.base:
+            out.append(f"task={self.task.name} is evaluation-only; use method=base (got method={self.method.name})")
+        return out
 
     @property
     def ckpt_step(self) -> int:
         """The resolved pre-training step: the one asked for, or the ladder's final one."""
         return self.ckpt.step if self.ckpt.step is not None else self.model.checkpoints[-1]
+
+
+def leaves(obj, prefix: str = ""):
+    """(dotted key, dataclass field, value) of every leaf setting under a typed config, in order.
+
+    A leaf is a field that is not itself a schema dataclass (lists and mappings are leaves).
+    """
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, value
+
+
+def is_launch(obj, key: str) -> bool:
+    """Whether the setting `key` (dotted) of a typed config, or a group above it, is marked launch."""
+    node = obj
+    for part in key.split("."):
+        f = next(f for f in dataclasses.fields(node) if f.name == part)
+        if f.metadata.get("launch"):
+            return True
+        node = getattr(node, part)
+    return False
+
+
+def bound_problems(run: TrainConfig) -> list[str]:
+    """Every numeric setting outside its declared bounds (`setting(ge=, gt=, lt=)`), by key."""
+    out = []
+    for key, f, value in leaves(run):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        ge, gt, lt = (f.metadata.get(b) for b in ("ge", "gt", "lt"))
+        if (ge is not None and value < ge) or (gt is not None and value <= gt) or (lt is not None and value >= lt):
+            out.append(f"{key}={value}: {_allowed(ge, gt, lt)}")
+    return out
+
+
+def _allowed(ge: float | None, gt: float | None, lt: float | None) -> str:
+    """A bound in words: `allowed [0, 1)`, `must be >= 1`, `must be > 0`."""
+    low = f"[{ge:g}" if ge is not None else f"({gt:g}" if gt is not None else None
+    if low and lt is not None:
+        return f"allowed {low}, {lt:g})"
+    return "must be " + (f">= {ge:g}" if ge is not None else f"> {gt:g}" if gt is not None else f"< {lt:g}")
 
 
 def _unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
@@ -454,5 +644,17 @@ def register() -> None:
 
 
 def as_dict(obj) -> dict:
-    """A typed config (or any part of it) as plain nested dicts."""
-    return dataclasses.asdict(obj)
+    """A typed config (or any part of it) as plain nested dicts, Enums as their values."""
+    return json_safe(dataclasses.asdict(obj))
+
+
+def json_safe(value):
+    """Enums as their string values, recursively (StrEnum members already are strs; this makes
+    them plain, so YAML and JSON writers and `repr` show `sft`, not `<Method.sft: 'sft'>`)."""
+    if dataclasses.is_dataclass(value):
+        return json_safe(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value.value if isinstance(value, enum.Enum) else value

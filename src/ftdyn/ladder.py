@@ -17,10 +17,12 @@ import logging
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, get_linear_schedule_with_warmup
 
 from ftdyn import config as C
 from ftdyn import fingerprints, hub_models
@@ -123,7 +125,9 @@ def build(model: C.ModelConfig, root: Path) -> None:
     L.seed_everything(p.seed, verbose=False)
     lm = LlamaForCausalLM(llama_config(model.arch, tokenizer))
     saver = _SaveAtSteps(model.checkpoints, work, tokenizer)
-    module = CausalLMModule(lm, lr=p.lr, total_steps=p.steps, warmup_steps=p.warmup_steps)
+    module = CausalLMModule(lm, optimizer=partial(torch.optim.AdamW, lr=p.lr, weight_decay=0.0),  # the ladder's own recipe
+                            scheduler=partial(get_linear_schedule_with_warmup, num_warmup_steps=p.warmup_steps,
+                                              num_training_steps=p.steps))
     trainer = L.Trainer(max_steps=p.steps, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[saver])
@@ -146,7 +150,7 @@ def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer,
 def load_checkpoint(model: C.ModelConfig, step: int):
     """The model and tokenizer of one checkpoint: an ftdyn-built ladder's, or a hub model's
     (`ftdyn.hub_models`). Either is fingerprinted into the ladder's record (`ftdyn.fingerprints`)."""
-    if model.source == "hub":
+    if model.source == C.ModelSource.hub:
         lm, tokenizer, revision = hub_models.load(model, step)
     else:
         path, revision = checkpoint_dir(model, step), f"step{step}"
@@ -165,7 +169,7 @@ def load_checkpoint(model: C.ModelConfig, step: int):
 def record_name(model: C.ModelConfig) -> str:
     """Which fingerprint record a model's checkpoints go to: one per built ladder, one per hub
     repository, and one per local stand-in (so a stand-in never mixes with the real ladder)."""
-    if model.source == "ladder":
+    if model.source == C.ModelSource.ladder:
         return ladder_dir(model).name
     if model.local_dir:
         where = hashlib.sha256(str(Path(model.local_dir).resolve()).encode()).hexdigest()[:8]

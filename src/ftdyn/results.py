@@ -19,23 +19,20 @@ from pathlib import Path
 
 from ftdyn import config as C
 
-# Config groups that change where and how a run is logged, never what it computes.
-NOT_IN_KEY = ("logger",)
-
-
 def run_key(cfg: C.TrainConfig) -> str:
     """A stable hash of what the job computes (`run_spec`)."""
     return hashlib.sha256(json.dumps(run_spec(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_spec(cfg: C.TrainConfig) -> dict:
-    """The resolved config without logging settings, checkpoint cadence and fields the method ignores."""
-    spec = {k: v for k, v in C.as_dict(cfg).items() if k not in NOT_IN_KEY}
-    spec["ckpt"] = {"step": cfg.ckpt_step}  # ckpt=final and ckpt.step=<final> are the same run
-    unused = ((C.LORA_FIELDS if cfg.method.name not in C.LORA_METHODS else ())
-              + (C.PROBE_FIELDS if cfg.method.name not in C.HEAD_METHODS else ()))
-    spec["method"] = {k: v for k, v in spec["method"].items() if k not in unused}  # sft at rank 4 = sft at rank 16
-    spec["trainer"] = {k: v for k, v in spec["trainer"].items() if k not in C.RESUME_FIELDS}  # how often to save
+def run_spec(cfg: C.TrainConfig) -> dict[str, object]:
+    """Every setting of what the job computes, by dotted key: the schema's launch settings
+    (`setting(launch=True)`: threads, logging, evaluation batch size, checkpoint cadence, paths)
+    and the method fields the method never reads (`method.rank` of sft) are left out."""
+    method = cfg.method.spec
+    unused = {f"method.{k}" for k in (() if method.lora else C.LORA_FIELDS) + (() if method.head else C.PROBE_FIELDS)}
+    spec = {key: C.json_safe(value) for key, _, value in C.leaves(cfg)
+            if key not in unused and not C.is_launch(cfg, key)}
+    spec["ckpt.step"] = cfg.ckpt_step  # ckpt=final and ckpt.step=<final> are the same run
     return spec
 
 
@@ -48,7 +45,7 @@ def is_cross_task(eval_set: str) -> bool:
 def run_facts(cfg: C.TrainConfig, key: str) -> dict:
     """The columns every row of a run carries."""
     return {"run_key": key, "model": cfg.model.name, "ckpt_step": cfg.ckpt_step, "task": cfg.task.name,
-            "method": cfg.method.name, "lora_rank": cfg.method.rank if cfg.method.name in C.LORA_METHODS else None,
+            "method": str(cfg.method.name), "lora_rank": cfg.method.rank if cfg.method.spec.lora else None,
             "replay_rate": cfg.replay.rate,
             "seed": cfg.seed}
 

@@ -24,7 +24,8 @@ import string
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import CSVLogger, Logger
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 
 from ftdyn import cluster, jobs
 from ftdyn import config as C
@@ -47,10 +48,10 @@ def has_api_key() -> bool:
         return False
 
 
-def resolve_mode(logger: C.LoggerConfig) -> str:
-    """logger.mode if set, else WANDB_MODE if set, else online with an API key and offline without."""
-    if logger.mode:
-        return logger.mode
+def resolve_mode(settings: dict) -> str:
+    """logger.wandb.mode if set, else WANDB_MODE if set, else online with an API key and offline without."""
+    if settings.get("mode"):
+        return settings["mode"]
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     return "online" if has_api_key() else "offline"
@@ -74,21 +75,21 @@ def sweep_name() -> str | None:
 
 
 def _init(run: C.TrainConfig, key: str, job_dir: Path):
-    import wandb
-
-    cfg = run.logger
-    tags = [f"task:{run.task.name}", f"ckpt:{run.ckpt_step}", f"model:{run.model.name}", *cfg.tags]
-    return wandb.init(
-        project=cfg.project, entity=cfg.entity, group=cfg.group or sweep_name(), job_type=run.method.name,
-        tags=tags, name=f"{run.task.name}-{run.method.name}-step{run.ckpt_step}",
-        config={**C.as_dict(run), "run_key": key}, id=run_id(job_dir), resume="allow",
-        mode=resolve_mode(cfg), dir=os.environ.get("WANDB_DIR") or str(job_dir), reinit="finish_previous")
+    """Open the job's run: `logger.wandb` (wandb.init's arguments) built with `instantiate`, with
+    what only the job knows added: id, resume, name, job_type, config, tags, group, mode, dir."""
+    settings = dict(run.logger.wandb)
+    tags = [f"task:{run.task.name}", f"ckpt:{run.ckpt_step}", f"model:{run.model.name}", *settings.get("tags", [])]
+    return instantiate(settings)(
+        group=settings.get("group") or sweep_name(), job_type=str(run.method.name), tags=tags,
+        name=f"{run.task.name}-{run.method.name}-step{run.ckpt_step}", config={**C.as_dict(run), "run_key": key},
+        id=run_id(job_dir), resume="allow", mode=resolve_mode(settings),
+        dir=os.environ.get("WANDB_DIR") or str(job_dir), reinit="finish_previous")
 
 
 @contextlib.contextmanager
 def job_run(run: C.TrainConfig, key: str, job_dir: Path):
     """The job's W&B run (None for logger=csv and on ranks other than 0), finished however the job ends."""
-    if run.logger.kind != "wandb" or not cluster.is_rank_zero():
+    if run.logger.wandb is None or not cluster.is_rank_zero():
         yield None
         return
     wb = _init(run, key, job_dir)
@@ -104,9 +105,10 @@ def job_run(run: C.TrainConfig, key: str, job_dir: Path):
 
 
 def stage_loggers(run: C.TrainConfig, job_dir: Path, stage: str) -> list[Logger]:
-    """A stage's Lightning loggers: metrics.csv in `<job>/<stage>/`, and the job's W&B run if one is open."""
-    loggers: list[Logger] = [CSVLogger(job_dir, name="", version=stage)]
-    if run.logger.kind == "wandb" and cluster.is_rank_zero():
+    """A stage's Lightning loggers: `logger.csv` (metrics.csv in `<job>/<stage>/`), and the job's W&B
+    run if one is open."""
+    loggers: list[Logger] = [instantiate(run.logger.csv)(save_dir=job_dir, name="", version=stage)]
+    if run.logger.wandb is not None and cluster.is_rank_zero():
         import wandb
         from lightning.pytorch.loggers import WandbLogger
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from peft import LoraConfig, get_peft_model
 
 from ftdyn import cluster, wandb_logging
@@ -36,20 +38,17 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
-    trains: str  # "all" | "lora" | "head"
+    trains: C.Trains
     lr: float
     epochs: int
 
 
 def plan(method: C.MethodConfig) -> list[Stage]:
-    """The stages of a method, in order."""
-    probe = Stage("probe", "head", method.probe_lr, method.probe_epochs)
-    main = {"sft": "all", "lpft": "all", "lora": "lora", "lplora": "lora"}
-    stages = [probe] if method.name in C.HEAD_METHODS else []
-    if method.name in main:
-        trains = main[method.name]
-        stages.append(Stage("ft" if trains == "all" else "lora", trains, method.lr, method.epochs))
-    return stages
+    """The stages of a method, in order (`ftdyn.config.METHOD_TABLE`), with their settings: a
+    probe stage takes method.probe_lr and probe_epochs, the others method.lr and epochs."""
+    return [Stage(name, trains, *((method.probe_lr, method.probe_epochs) if trains == C.Trains.head
+                                  else (method.lr, method.epochs)))
+            for name, trains in method.spec.stages]
 
 
 def rank_batches(batches_per_epoch: int, run: C.TrainConfig) -> int:
@@ -83,9 +82,9 @@ def add_lora(model, method: C.MethodConfig):
 
 
 def _set_trainable(model, head: ClassifierHead | None, trains: str) -> None:
-    if trains != "lora":  # peft already marked exactly the adapters trainable
+    if trains != C.Trains.lora:  # peft already marked exactly the adapters trainable
         for p in model.parameters():
-            p.requires_grad_(trains == "all")
+            p.requires_grad_(trains == C.Trains.all)
     if head is not None:
         head.requires_grad_(True)
 
@@ -102,7 +101,7 @@ def _rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> 
 def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict]:
     """Enough pre-training rows for one epoch at the replay rate (the sampler cycles through them)."""
     n = math.ceil(run.replay.rate / (1 - run.replay.rate) * n_task) + run.method.batch_size
-    if run.replay.source == "text":  # a named text dataset (hub models: their pre-training stand-in)
+    if run.replay.source == C.ReplaySource.text:  # a named text dataset (hub models: their pre-training stand-in)
         return text_rows(run.model.text, run.model.text.replay_split, tokenizer, n, run.replay.seq_len)
     return pretrain_rows(run.model.pretrain, tokenizer, n, run.replay.seq_len)
 
@@ -115,19 +114,19 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
     under `job_dir` (`ftdyn.methods.checkpoints`): a re-run restores finished stages and resumes
     the unfinished one; `resumed_from_step` (a run fact only then) says from which step.
     """
-    use_head = run.method.name in C.HEAD_METHODS
+    use_head = run.method.spec.head
     head = ClassifierHead(model.config.hidden_size, len(task.cfg.label_words)) if use_head else None
     rows = _rows(task, tokenizer, run, model.config.max_position_embeddings, use_head)
     stages = plan(run.method)
     plain = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed)
     mixed = plain
-    if run.replay.rate > 0 and any(stage.trains != "head" for stage in stages):  # a probe has no LM to rehearse
+    if run.replay.rate > 0 and any(stage.trains != C.Trains.head for stage in stages):  # a probe has no LM to rehearse
         mixed = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed,
                                 replay_rows=_replay_rows(run, tokenizer, len(rows)), replay_rate=run.replay.rate)
     fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0, "replay_fraction": mixed.replay_fraction()})
     for stage in stages:
-        data = plain if stage.trains == "head" else mixed
-        if stage.trains == "lora":
+        data = plain if stage.trains == C.Trains.head else mixed
+        if stage.trains == C.Trains.lora:
             fitted.model = add_lora(fitted.model, run.method)
         _set_trainable(fitted.model, head, stage.trains)
         start = _head_state(head)
@@ -166,24 +165,24 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
     """
     batches = data.steps_per_epoch()
     total = stage_steps(stage, batches, run)
-    module = CausalLMModule(model, lr=stage.lr, total_steps=total, weight_decay=run.method.weight_decay, head=head,
-                            warmup_steps=math.ceil(run.method.warmup_ratio * total))
+    module = CausalLMModule(model, optimizer=partial(instantiate(run.optim.optimizer), lr=stage.lr),
+                            scheduler=partial(instantiate(run.optim.scheduler), num_training_steps=total,
+                                              num_warmup_steps=math.ceil(run.optim.warmup_ratio * total)),
+                            head=head)
     checkpoints = StageCheckpoints(job_dir, stage.name, run.trainer.checkpoint_every_n_steps)
     if checkpoints.finished():
         steps = checkpoints.restore_finished(module, callbacks)
         return module, steps, steps
     saves = checkpoints.callbacks()
-    trainer = L.Trainer(max_epochs=stage.epochs, max_steps=total, accelerator=run.trainer.accelerator,
-                        devices=run.trainer.devices, precision=run.trainer.precision,
+    trainer = L.Trainer(**{**run.trainer.lightning_args(), "log_every_n_steps": _log_interval(run, batches, total)},
+                        max_epochs=stage.epochs, max_steps=total,
                         logger=wandb_logging.stage_loggers(run, job_dir, stage.name),
                         **cluster.trainer_kwargs(run.trainer),
                         use_distributed_sampler=False,  # ftdyn's batch samplers shard over ranks (data.py)
-                        log_every_n_steps=_log_interval(run, batches, total),
-                        enable_checkpointing=bool(saves),
-                        enable_progress_bar=run.trainer.enable_progress_bar, enable_model_summary=False,
+                        enable_checkpointing=bool(saves), enable_model_summary=False,
                         callbacks=callbacks + saves)
     model.train()  # evaluation before fitting left it in eval mode
-    unsharded = sharding.spare(module) if run.trainer.strategy == "fsdp" else None
+    unsharded = sharding.spare(module) if run.trainer.strategy == C.Strategy.fsdp else None
     trainer.fit(module, data, ckpt_path=checkpoints.resume_path())
     checkpoints.finish(trainer)
     if unsharded is not None:  # every rank held only its shard: make the weights whole again

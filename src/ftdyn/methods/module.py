@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from transformers import get_linear_schedule_with_warmup
 
 from ftdyn.methods.heads import ClassifierHead, last_token_features
 from ftdyn.methods.sharding import shard
 
 log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -33,14 +36,20 @@ class TrainingDiverged(FloatingPointError):
 
 
 class CausalLMModule(L.LightningModule):
-    """Cross-entropy (LM or head), AdamW over trainable parameters, linear schedule with warmup."""
+    """Cross-entropy (LM or head), the configured optimiser (`optim`) over trainable parameters, stepped LR schedule."""
 
-    def __init__(self, model, lr: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
+    def __init__(self, model, optimizer: OptimizerFactory, scheduler: SchedulerFactory,
                  head: ClassifierHead | None = None):
+        """
+        Args:
+            model: The transformers model to train (its parameters' requires_grad say what trains).
+            optimizer: Builds the optimiser from the trainable parameters (lr already bound).
+            scheduler: Builds the per-step LR schedule from the optimiser.
+            head: The classification head of head methods, else None (the LM loss).
+        """
         super().__init__()
         self.model, self.head = model, head
-        self.lr, self.total_steps = lr, total_steps
-        self.warmup_steps, self.weight_decay = warmup_steps, weight_decay
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.tokens_seen = 0
         self.resumed_from_step = 0  #: the global step of the checkpoint this module was restored from
 
@@ -97,6 +106,6 @@ class CausalLMModule(L.LightningModule):
         return [p for p in [*self.model.parameters(), *head] if p.requires_grad]
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        schedule = get_linear_schedule_with_warmup(optimizer, self.warmup_steps, self.total_steps)
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        schedule = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

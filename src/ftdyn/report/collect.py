@@ -128,8 +128,8 @@ def read_examples(jobs: list[Job]) -> pd.DataFrame:
 
 
 def job_kinds(jobs: list[Job]) -> set[str]:
-    """The logger kinds the jobs were run with (config.yaml logger.kind)."""
-    return {(j.config.get("logger") or {}).get("kind", "csv") for j in jobs}
+    """The loggers the jobs were run with: csv always, wandb where config.yaml has logger.wandb."""
+    return {"csv"} | {"wandb" for j in jobs if (j.config.get("logger") or {}).get("wandb")}
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
