@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ftdyn.config import json_safe
 from ftdyn.data import IGNORE, collate
 from ftdyn.methods.heads import ClassifierHead, last_token_features
 from ftdyn.metrics import agreement, calibration, choice_predictions, fit_temperature, forgetting
@@ -30,8 +31,9 @@ CROSS_METRICS = ("acc", "rougeL")  #: what a cross-task set reports (contract 2)
 
 def result_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str,
                value: float) -> dict:
-    """One measurement, without the run's columns (train() adds those)."""
-    return {"eval_set": eval_set, "split_kind": split_kind, "stage": stage, "prompt": prompt,
+    """One measurement, without the run's columns (train() adds those). Closed choices (split
+    kind, prompt format) are plain strings in rows, whatever Enum the config holds them as."""
+    return {"eval_set": eval_set, "split_kind": json_safe(split_kind), "stage": stage, "prompt": json_safe(prompt),
             "metric": metric, "value": value}
 
 
