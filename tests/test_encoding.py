@@ -153,9 +153,9 @@ def test_4_shot_prompts_longer_than_the_context_are_shortened_to_fit_and_counted
         model.config.max_position_embeddings = saved
     assert 0 < widths.widest <= context
     for es in task.eval_sets:
-        counts = {r["metric"]: r["value"] for r in rows
-                  if r["eval_set"] == es.name and r["metric"] in ("prompts_truncated", "demos_dropped")}
-        assert all(r["split_kind"] == es.split_kind and r["prompt"] == "default" for r in rows if r["eval_set"] == es.name)
+        own = [r for r in rows if r["eval_set"] == es.name]
+        counts = {r["metric"]: r["value"] for r in own if r["metric"] in ("prompts_truncated", "demos_dropped")}
+        assert all(r["split_kind"] == es.split_kind and r["prompt"] == "default" for r in own)
         want = expected[es.name]
         assert counts == ({"prompts_truncated": want[0], "demos_dropped": want[1]} if want[0] else {}), es.name
 
