@@ -3,8 +3,9 @@
 An example becomes `prompt_ids + completion_ids`: the prompt with trailing whitespace removed,
 then the completion with one leading space and the end-of-text token. Labels are -100 on the
 prompt, so only the completion is trained (Amuro & Char's `encode_with_prompt_completion_format`,
-seed-methods.md §1.4). Evaluation scores the first completion token at the last prompt position,
-so training and scoring see the same token boundary.
+seed-methods.md §1.4). The prompt goes through the encoder every evaluation prompt goes
+through (`ftdyn.encoding.PromptEncoder`): a long one keeps its end. Evaluation scores the first
+completion token at the last prompt position, so training and scoring see the same token boundary.
 
 Replay (rate rho in [0, 1)) mixes pre-training text into fine-tuning: a fraction rho of every
 training batch is packed LM rows (every token labelled), the rest task examples. Rows carry a
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
+from ftdyn.encoding import Prompt, PromptEncoder
 from ftdyn.world.corpus import corpus
 from ftdyn.world.entities import make_world
 
@@ -32,20 +34,21 @@ def completion_text(completion: str) -> str:
     return " " + completion.strip()
 
 
-def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str,
+def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Prompt | str, completion: str,
                 max_len: int) -> dict[str, list[int]]:
-    """Token ids and labels of prompt + completion + EOS; labels only on the completion."""
-    prompt_ids = tokenizer(prompt.rstrip(), add_special_tokens=False)["input_ids"]
+    """Token ids and labels of prompt + completion + EOS in `max_len` tokens; labels only on the
+    completion. The prompt is fitted by `PromptEncoder.fit` with room for completion + EOS."""
     completion_ids = tokenizer(completion_text(completion), add_special_tokens=False)["input_ids"]
     completion_ids = completion_ids + [tokenizer.eos_token_id]
-    prompt_ids = prompt_ids[-(max_len - len(completion_ids)):]  # keep the end of a long prompt
+    prompt_ids = PromptEncoder(tokenizer, max_len).fit(prompt, room=len(completion_ids)).ids
     return {"input_ids": prompt_ids + completion_ids,
             "labels": [IGNORE] * len(prompt_ids) + completion_ids}
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, max_len: int) -> dict[str, list[int]]:
-    """Token ids of a prompt alone, for head-based methods: no token is an LM target."""
-    ids = tokenizer(prompt.rstrip(), add_special_tokens=False)["input_ids"][-max_len:]
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt | str, max_len: int) -> dict[str, list[int]]:
+    """Token ids of a prompt alone, for head-based methods: no token is an LM target. The head
+    reads the last prompt position, so nothing needs room after it."""
+    ids = PromptEncoder(tokenizer, max_len).fit(prompt, room=0).ids
     return {"input_ids": ids, "labels": [IGNORE] * len(ids)}
 
 

@@ -4,6 +4,11 @@ How answers are read (label logits, constrained decoding, choice log-likelihood,
 lives in `ftdyn.scoring`; this module turns them into result rows. Rows of the per-example
 metrics (acc, acc_norm, rougeL) carry their `scores` (one per example, in the set's order), whose
 mean is the row's value; `train` writes them to examples.jsonl and drops them from results.jsonl.
+
+Every prompt is fitted to the model's context (`ftdyn.encoding.PromptEncoder`): demonstrations
+are dropped, then the input cut, when it does not fit. A set with any prompt so shortened gets a
+`prompts_truncated` row (how many of its prompts, scoring the evaluated model) and a
+`demos_dropped` row (how many demonstrations, over those prompts); a set where all fit gets none.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftdyn.config import json_safe
 from ftdyn.data import IGNORE, collate
+from ftdyn.encoding import Prompt, PromptEncoder
 from ftdyn.methods.heads import ClassifierHead, last_token_features
 from ftdyn.metrics import agreement, calibration, choice_predictions, fit_temperature, forgetting
 from ftdyn.scoring import (FORMS, choice_logits, choice_loglik, constrained_choice, device_of, first_token_ids,
                            generate, per_prompt, rouge_l)
-from ftdyn.tasks import EvalSet, TaskData, demonstrations
+from ftdyn.tasks import EvalSet, TaskData, demonstration_blocks
 from ftdyn.world.tasks import probe_items
 
 __all__ = ["choice_logits", "first_token_ids", "generate", "rouge_l", "evaluate_stage", "heldout_measures",
            "probe_accuracy", "result_row"]
 CROSS_METRICS = ("acc", "rougeL")  #: what a cross-task set reports (contract 2)
+TRUNCATION_METRICS = ("prompts_truncated", "demos_dropped")  #: a set's prompts shortened to fit the context
 
 
 def result_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str,
@@ -46,10 +53,21 @@ def scored_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | 
 
 
 def head_logits(model: PreTrainedModel, head: ClassifierHead, tokenizer: PreTrainedTokenizerBase,
-                prompts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
-    """Per prompt, the classification head's logits on its last-token feature."""
+                prompts: Sequence[Prompt | str], batch_size: int = 64,
+                encoder: PromptEncoder | None = None) -> list[torch.Tensor]:
+    """Per prompt, the classification head's logits on its last-token feature (nothing follows
+    the prompt, so it may fill the context, as its training row does)."""
     return per_prompt(model, tokenizer, prompts, batch_size,
-                      lambda b, _: head(last_token_features(model, **b)).float().cpu())
+                      lambda b, _: head(last_token_features(model, **b)).float().cpu(), room=0, encoder=encoder)
+
+
+def truncation_rows(es: EvalSet, stage: str, fmt: str, encoder: PromptEncoder) -> list[dict]:
+    """`prompts_truncated` and `demos_dropped` of a set whose prompts went through `encoder`;
+    none when every prompt fitted whole."""
+    if not encoder.shortened:
+        return []
+    return [result_row(es.name, es.split_kind, stage, fmt, "prompts_truncated", encoder.shortened),
+            result_row(es.name, es.split_kind, stage, fmt, "demos_dropped", encoder.demos_dropped)]
 
 
 def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskData, tokenizer, world,
@@ -64,7 +82,8 @@ def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskDa
     probe and the `cross` tasks' sets always read the language model (label logits, likelihood or
     generation): the head was fitted to this task's labels only. A task with an `evaluated` task
     (an instruction set) is scored on that task's sets, demonstrations from its train split.
-    k demonstrations precede every prompt, drawn from the train split of the task being scored.
+    k demonstrations precede every prompt, drawn from the train split of the task being scored;
+    fewer, the earliest dropped, where the prompt would not fit the model's context (`PromptEncoder`).
     """
     rows = []
     scored = task.evaluated or task
@@ -72,7 +91,7 @@ def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskDa
         for view, demos in _demonstration_groups(scored, k, run.fewshot.seed, fmt):
             rows += _task_rows(model, stage, fmt, demos, run, view, tokenizer, head, base)
         for other in cross:
-            rows += _cross_task_rows(model, stage, fmt, demonstrations(other, k, run.fewshot.seed, fmt), run,
+            rows += _cross_task_rows(model, stage, fmt, demonstration_blocks(other, k, run.fewshot.seed, fmt), run,
                                      other, tokenizer)
     if run.eval.probe:
         rows.append(_probe_row(model, stage, tokenizer, world, run.eval.batch_size))
@@ -87,10 +106,10 @@ def _demonstration_groups(task: TaskData, k: int, seed: int, fmt: str):
     e.g. tulu's ARC) alone, with demonstrations from that pool."""
     shared = [es for es in task.eval_sets if not es.fewshot]
     if shared:
-        yield TaskData(task.cfg, task.train, task.validation, shared), demonstrations(task, k, seed, fmt)
+        yield TaskData(task.cfg, task.train, task.validation, shared), demonstration_blocks(task, k, seed, fmt)
     for es in task.eval_sets:
         if es.fewshot:
-            yield TaskData(task.cfg, task.train, [], [es]), demonstrations(task, k, seed, fmt, es)
+            yield TaskData(task.cfg, task.train, [], [es]), demonstration_blocks(task, k, seed, fmt, es)
 
 
 def _task_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, head, base) -> list[dict]:
@@ -103,29 +122,31 @@ def _task_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, head, b
 
 def _cross_task_rows(model, stage, fmt, demos, run, other: TaskData, tokenizer) -> list[dict]:
     """acc or rougeL of `other`'s in-domain sets, named `<task>/<split>` (`results.is_cross_task`),
-    split_kind out_of_domain: the row contract's kinds are in/out-of-domain, probe, pretrain."""
+    split_kind out_of_domain: the row contract's kinds are in/out-of-domain, probe, pretrain; and
+    their truncation counts, if any prompt was shortened."""
     sets = [EvalSet(f"{other.cfg.name}/{es.name}", "out_of_domain", es.examples)
             for es in other.eval_sets if es.split_kind == "in_domain"]
     view = TaskData(other.cfg, other.train, [], sets)  # no validation: no temperature to fit
     rows = _task_rows(model, stage, fmt, demos, run, view, tokenizer, None, None)
-    return [r for r in rows if r["metric"] in CROSS_METRICS]
+    return [r for r in rows if r["metric"] in CROSS_METRICS + TRUNCATION_METRICS]
 
 
-def _prompts(task: TaskData, examples: list[dict], fmt: str, demos: str) -> list[str]:
-    return [task.prompt(e, fmt, demos) for e in examples]
+def _prompts(task: TaskData, examples: list[dict], fmt: str, demos: list[str]) -> list[Prompt]:
+    return [task.fewshot_prompt(e, fmt, demos) for e in examples]
 
 
 def _golds(task: TaskData, examples: list[dict]) -> torch.Tensor:
     return torch.tensor([task.choices(e).index(task.target(e)) for e in examples])
 
 
-def _scores(model, head, task: TaskData, tokenizer, examples: list[dict], fmt: str, demos: str, run):
+def _scores(model, head, task: TaskData, tokenizer, examples: list[dict], fmt: str, demos: list[str], run,
+            encoder: PromptEncoder | None = None):
     """Scores over the task's labels for each example (head logits, or label logits by
-    `eval.label_scoring`), and the gold label indices."""
+    `eval.label_scoring`), and the gold label indices. Prompts are fitted through `encoder`."""
     prompts, batch = _prompts(task, examples, fmt, demos), run.eval.batch_size
-    scores = (head_logits(model, head, tokenizer, prompts, batch) if head is not None
+    scores = (head_logits(model, head, tokenizer, prompts, batch, encoder=encoder) if head is not None
               else choice_logits(model, tokenizer, prompts, [task.choices(e) for e in examples], batch,
-                                 FORMS[run.eval.label_scoring]))
+                                 FORMS[run.eval.label_scoring], encoder=encoder))
     return _pad_choices(scores), _golds(task, examples)
 
 
@@ -149,7 +170,8 @@ def _classification_rows(model, stage, fmt, demos, run, task: TaskData, tokenize
         temperature = fit_temperature(val_logits, val_golds)
     rows = []
     for es in task.eval_sets:
-        logits, golds = _scores(model, head, task, tokenizer, es.examples, fmt, demos, run)
+        encoder = PromptEncoder.of(model, tokenizer)  # counts this set's shortened prompts
+        logits, golds = _scores(model, head, task, tokenizer, es.examples, fmt, demos, run, encoder)
         predicted = logits.argmax(-1)
         base_predicted = predicted if base is None else _scores(base, None, task, tokenizer, es.examples, fmt,
                                                                   demos, run)[0].argmax(-1)
@@ -161,20 +183,24 @@ def _classification_rows(model, stage, fmt, demos, run, task: TaskData, tokenize
             scaled = calibration(logits, golds, temperature)
             values |= {"ece_ts": scaled["ece"], "mce_ts": scaled["mce"], "temperature": temperature}
         rows += [result_row(es.name, es.split_kind, stage, fmt, metric, value) for metric, value in values.items()]
+        rows += truncation_rows(es, stage, fmt, encoder)
     return rows
 
 
 def _constrained_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer, base) -> list[dict]:
-    def predict(model_, examples):
+    def predict(model_, examples, encoder=None):
         return torch.tensor(constrained_choice(model_, tokenizer, _prompts(task, examples, fmt, demos),
-                                               [task.choices(e) for e in examples], run.eval.batch_size))
+                                               [task.choices(e) for e in examples], run.eval.batch_size,
+                                               encoder=encoder))
 
     rows = []
     for es in task.eval_sets:
-        predicted, golds = predict(model, es.examples), _golds(task, es.examples)
+        encoder = PromptEncoder.of(model, tokenizer)
+        predicted, golds = predict(model, es.examples, encoder), _golds(task, es.examples)
         base_predicted = predicted if base is None else predict(base, es.examples)
         rows += [scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()),
-                 result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted))]
+                 result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted)),
+                 *truncation_rows(es, stage, fmt, encoder)]
     return rows
 
 
@@ -182,28 +208,32 @@ def _multiple_choice_rows(model, stage, fmt, demos, run, task: TaskData, tokeniz
     """acc (argmax of each choice's summed log-likelihood), acc_norm (of the sum divided by the
     choice's length in characters, as lm-eval-harness), acc_vs_base (on acc's predictions)."""
 
-    def loglik(model_, examples):
+    def loglik(model_, examples, encoder=None):
         return choice_loglik(model_, tokenizer, _prompts(task, examples, fmt, demos),
-                             [task.choices(e) for e in examples], run.eval.batch_size)
+                             [task.choices(e) for e in examples], run.eval.batch_size, encoder=encoder)
 
     rows = []
     for es in task.eval_sets:
+        encoder = PromptEncoder.of(model, tokenizer)
         choices, golds = [task.choices(e) for e in es.examples], _golds(task, es.examples)
-        predicted, normalised = choice_predictions(loglik(model, es.examples), choices)
+        predicted, normalised = choice_predictions(loglik(model, es.examples, encoder), choices)
         base_predicted = predicted if base is None else choice_predictions(loglik(base, es.examples), choices)[0]
         rows += [scored_row(es.name, es.split_kind, stage, fmt, "acc", (predicted == golds).tolist()),
                  scored_row(es.name, es.split_kind, stage, fmt, "acc_norm", (normalised == golds).tolist()),
-                 result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted))]
+                 result_row(es.name, es.split_kind, stage, fmt, "acc_vs_base", agreement(predicted, base_predicted)),
+                 *truncation_rows(es, stage, fmt, encoder)]
     return rows
 
 
 def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -> list[dict]:
     rows = []
     for es in task.eval_sets:
+        encoder = PromptEncoder.of(model, tokenizer)
         outputs = generate(model, tokenizer, _prompts(task, es.examples, fmt, demos), task.cfg.max_new_tokens,
-                           run.eval.batch_size)
+                           run.eval.batch_size, encoder=encoder)
         scores = rouge_l(outputs, [task.target(e) for e in es.examples])
-        rows.append(scored_row(es.name, es.split_kind, stage, fmt, "rougeL", scores))
+        rows += [scored_row(es.name, es.split_kind, stage, fmt, "rougeL", scores),
+                 *truncation_rows(es, stage, fmt, encoder)]
     return rows
 
 

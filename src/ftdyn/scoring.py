@@ -3,6 +3,9 @@ greedy generation.
 
 Every scorer runs over length-sorted batches, left-padded with explicit position ids, so each
 row sees the same positions it would alone and the scores do not depend on the batch size.
+Prompts (text, or `ftdyn.encoding.Prompt`s whose demonstrations may be dropped) are fitted to the
+model's context by `PromptEncoder.fit`, with room for what each scorer reads or writes after
+them. A scorer given an `encoder` fits through it, so the caller can read how many it shortened.
 
 - **Label logits** (Amuro & Char's TokenProb, seed-methods.md §1.5): one forward pass per batch,
   read at the last prompt position. A label's candidates are the first sub-tokens of its forms
@@ -25,6 +28,7 @@ from rouge_score import rouge_scorer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftdyn.data import completion_text
+from ftdyn.encoding import Prompt, PromptEncoder
 
 FORMS = {"first_token": ("space", "bare"), "first_token_space": ("space",)}  #: eval.label_scoring -> label forms
 
@@ -89,21 +93,23 @@ def per_row(model: PreTrainedModel, token_lists: Sequence[list[int]], pad_id: in
     return out
 
 
-def per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-               batch_size: int, run_batch: Callable[[dict, list[int]], Sequence]) -> list:
-    """`per_row` over the prompts' tokens (trailing whitespace removed, as in training)."""
-    encoded = [tokenizer(p.rstrip(), add_special_tokens=False)["input_ids"] for p in prompts]
+def per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
+               batch_size: int, run_batch: Callable[[dict, list[int]], Sequence], *, room: int,
+               encoder: PromptEncoder | None = None) -> list:
+    """`per_row` over the prompts' tokens, each fitted to the model's context with `room` tokens
+    after it (`PromptEncoder.fit`; trailing whitespace removed, as in training)."""
+    encoded = (encoder or PromptEncoder.of(model, tokenizer)).fit_all(prompts, room)
     return per_row(model, encoded, tokenizer.pad_token_id, batch_size, run_batch)
 
 
-def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
                   choices: Sequence[Sequence[str]], batch_size: int = 64,
-                  forms: Sequence[str] = ("space", "bare")) -> list[torch.Tensor]:
+                  forms: Sequence[str] = ("space", "bare"), encoder: PromptEncoder | None = None) -> list[torch.Tensor]:
     """Per prompt, each choice's score: logsumexp of the last-position logits of its forms' first
-    sub-tokens."""
+    sub-tokens. Each prompt leaves room for that one token, as its training row does."""
     candidates = functools.lru_cache(maxsize=None)(lambda c: label_token_ids(tokenizer, c, forms))
     last = per_prompt(model, tokenizer, prompts, batch_size,
-                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu())
+                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu(), room=1, encoder=encoder)
     return [torch.stack([logits[ids].logsumexp(-1) for ids in candidates(tuple(c))])
             for logits, c in zip(last, choices)]
 
@@ -138,11 +144,12 @@ def _decoded_label(sequences: list[list[tuple[int, ...]]], generated: list[int])
     raise RuntimeError(f"constrained decoding produced {generated}, which is no label's tokens")
 
 
-def constrained_choice(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+def constrained_choice(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
                        choices: Sequence[Sequence[str]], batch_size: int = 64,
-                       forms: Sequence[str] = ("space", "bare")) -> list[int]:
+                       forms: Sequence[str] = ("space", "bare"), encoder: PromptEncoder | None = None) -> list[int]:
     """Per prompt, the index of the choice that greedy decoding restricted to the choices' token
-    sequences (via generate's `prefix_allowed_tokens_fn`) produces."""
+    sequences (via generate's `prefix_allowed_tokens_fn`) produces. Every prompt leaves room for
+    the longest sequence of any prompt's choices: a batch decodes that many steps for all its rows."""
     eos = tokenizer.eos_token_id
     sequences = functools.lru_cache(maxsize=None)(lambda c: label_sequences(tokenizer, c, forms))
 
@@ -157,22 +164,27 @@ def constrained_choice(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
                                                                                      ids[width:].tolist(), eos))
         return [_decoded_label(row_seqs[row], new[row, width:].tolist()) for row in range(len(idx))]
 
-    return per_prompt(model, tokenizer, prompts, batch_size, decode_batch)
+    distinct = {tuple(c) for c in choices}
+    room = max((len(s) for c in distinct for word in sequences(c) for s in word), default=1)
+    return per_prompt(model, tokenizer, prompts, batch_size, decode_batch, room=room, encoder=encoder)
 
 
-def choice_loglik(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, contexts: Sequence[str],
-                  choices: Sequence[Sequence[str]], batch_size: int = 64) -> list[torch.Tensor]:
+def choice_loglik(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Prompt | str],
+                  choices: Sequence[Sequence[str]], batch_size: int = 64,
+                  encoder: PromptEncoder | None = None) -> list[torch.Tensor]:
     """Per context, the summed log-probability of each choice's tokens following it.
 
     Context and choice are tokenised apart (the context without trailing whitespace, the choice
     as a completion `" choice"`), exactly as `encode_pair` builds a training row, and every
-    (context, choice) pair is one row of a batched forward pass.
+    (context, choice) pair is one row of a batched forward pass. Each context is fitted once,
+    with room for its longest choice.
     """
+    encoder = encoder or PromptEncoder.of(model, tokenizer)
     rows, continuation, owner = [], [], []
     for example, (context, options) in enumerate(zip(contexts, choices)):
-        context_ids = tokenizer(context.rstrip(), add_special_tokens=False)["input_ids"]
-        for option in options:
-            ids = tokenizer(completion_text(option), add_special_tokens=False)["input_ids"]
+        option_ids = [tokenizer(completion_text(o), add_special_tokens=False)["input_ids"] for o in options]
+        context_ids = encoder.fit(context, room=max(map(len, option_ids))).ids
+        for ids in option_ids:
             rows.append(context_ids + ids)
             continuation.append(len(ids))
             owner.append(example)
@@ -190,9 +202,10 @@ def choice_loglik(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, co
     return [torch.tensor(v, dtype=torch.float64) for v in out]
 
 
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-             max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy continuations (KV cache), cut at the end-of-text token and the first newline."""
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
+             max_new_tokens: int, batch_size: int = 64, encoder: PromptEncoder | None = None) -> list[str]:
+    """Greedy continuations (KV cache), cut at the end-of-text token and the first newline; each
+    prompt leaves room for `max_new_tokens`."""
 
     def continue_batch(batch: dict[str, torch.Tensor], _) -> list[str]:
         inputs = {k: v for k, v in batch.items() if k != "position_ids"}  # generate derives them from the mask
@@ -201,7 +214,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         texts = tokenizer.batch_decode(new[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return [text.split("\n")[0].strip() for text in texts]
 
-    return per_prompt(model, tokenizer, prompts, batch_size, continue_batch)
+    return per_prompt(model, tokenizer, prompts, batch_size, continue_batch, room=max_new_tokens, encoder=encoder)
 
 
 _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)

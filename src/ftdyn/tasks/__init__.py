@@ -3,7 +3,8 @@
 `load(task_cfg, world)` returns a `TaskData`: the train and validation examples and every
 evaluation set with its split kind. Prompts are rendered per format (`ftdyn.tasks.prompts`);
 few-shot demonstrations come from the train split only, or from an evaluation set's own pool
-(`EvalSet.fewshot`, hub sets with a `fewshot_split`). `task_config(name)` reads another task
+(`EvalSet.fewshot`, hub sets with a `fewshot_split`), as separate blocks (`demonstration_blocks`,
+`TaskData.fewshot_prompt`) so the encoder can drop whole ones from a prompt too long to fit. `task_config(name)` reads another task
 option (`conf/task/<name>.yaml`) onto the typed schema, for cross-task evaluation and for an
 instruction set scored on another task's sets, without composing inside a running Hydra app.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 
 from omegaconf import OmegaConf
 
 from ftdyn import config as C
+from ftdyn.encoding import Prompt
 from ftdyn.tasks import hub
 from ftdyn.tasks.prompts import render, target
 from ftdyn.world.entities import World
@@ -45,7 +48,13 @@ class TaskData:
         return list(example.get("choices") or self.cfg.label_words)
 
     def prompt(self, example: dict, fmt: str, demos: str = "") -> str:
+        """The prompt's text: `demos` (pre-joined demonstrations, or none) then the example's prompt."""
         return demos + render(self.cfg.family, fmt, example)
+
+    def fewshot_prompt(self, example: dict, fmt: str, demos: Sequence[str] = ()) -> Prompt:
+        """The prompt in parts (`demonstration_blocks`, then the example's prompt), so the encoder
+        can drop whole demonstrations when it does not fit; its text is `prompt`'s."""
+        return Prompt(render(self.cfg.family, fmt, example), tuple(demos))
 
     def target(self, example: dict) -> str:
         return target(self.cfg.family, example)
@@ -103,7 +112,13 @@ def load_cross_task(name: str, world: World, seed: int = 0, eval_size: int | Non
 
 
 def demonstrations(task: TaskData, k: int, seed: int, fmt: str, eval_set: EvalSet | None = None) -> str:
-    """k train examples rendered as prompt + answer lines, to prepend to every evaluated prompt.
+    """`demonstration_blocks` joined: the text to prepend to every evaluated prompt."""
+    return "".join(demonstration_blocks(task, k, seed, fmt, eval_set))
+
+
+def demonstration_blocks(task: TaskData, k: int, seed: int, fmt: str,
+                         eval_set: EvalSet | None = None) -> list[str]:
+    """k train examples, each rendered as its prompt, a space and its answer, then a newline.
 
     Drawn from the train split, which shares no example with any evaluation set (`load`), or,
     for an `eval_set` with demonstrations of its own (`EvalSet.fewshot`: tulu's multiple-choice
@@ -112,9 +127,9 @@ def demonstrations(task: TaskData, k: int, seed: int, fmt: str, eval_set: EvalSe
     """
     own = eval_set.fewshot if eval_set is not None else []
     if k == 0 or (task.cfg.eval_only and not own):
-        return ""
+        return []
     pool = own or task.train
     if len(pool) < k:
         raise ValueError(f"fewshot.k={k} but task {task.cfg.name} has only {len(pool)} train examples")
     demos = random.Random(seed).sample(pool, k)
-    return "".join(f"{task.prompt(d, fmt).rstrip()} {task.target(d)}\n" for d in demos)
+    return [f"{task.prompt(d, fmt).rstrip()} {task.target(d)}\n" for d in demos]
