@@ -7,13 +7,39 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: run test test-all test-gpu env study clean
+.PHONY: run test test-all test-gpu env study study-name figures clean
 
-run: $(VENV)/.installed
-	bash sweeps/default.sh
+# Named studies are conf/experiment/<name>.yaml (docs/studies.md); `_`-files are shared bases.
+STUDIES := $(filter-out _%,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
+STUDY_DIR = $(or $(FTDYN_OUT),outputs)/studies/$(NAME)
 
-study: $(VENV)/.installed
-	bash sweeps/$(NAME).sh
+# The default study (conf/experiment/default.yaml) and its report, which prints the results last.
+run: NAME = default
+run: study
+
+# make study NAME=<name> [ARGS="<overrides>"]: build the ladder first, with every core, so the
+# jobs do not race to build it; run the grid; then the report, even when some jobs failed (it
+# lists them, and the target fails after it). ARGS go to the jobs: e.g. ARGS="task.train_size=500"
+# or a cluster launcher, ARGS="hydra/launcher=slurm hydra.launcher.partition=gpu trainer=gpu".
+study: study-name $(VENV)/.installed
+	$(PY) -m ftdyn.ladder +experiment=$(NAME) $(filter model=% model.%,$(ARGS))
+	status=0; $(PY) -m ftdyn.train -m +experiment=$(NAME) $(ARGS) || status=$$?; \
+	$(PY) -m ftdyn.report $(STUDY_DIR) --out $(STUDY_DIR)/report && exit $$status
+
+study-name:
+	@test -f "conf/experiment/$(NAME).yaml" || { echo "make study NAME=<name>: one of $(STUDIES)" >&2; exit 2; }
+
+# Refresh the tracked docs/figures/<name>/ from the studies' reports (a study never writes there).
+# Every study with a docs/figures/ folder, or NAME=<name> for one (a new one too); run it first.
+FIGURE_STUDIES = $(or $(NAME),$(notdir $(wildcard docs/figures/*)))
+figures:
+	@for name in $(FIGURE_STUDIES); do \
+	  report=$(or $(FTDYN_OUT),outputs)/studies/$$name/report; \
+	  if ls $$report/*.png >/dev/null 2>&1; then \
+	    mkdir -p docs/figures/$$name && rm -f docs/figures/$$name/*.png && cp $$report/*.png docs/figures/$$name/ \
+	      && echo "docs/figures/$$name/ <- $$report"; \
+	  else echo "docs/figures/$$name/ kept: no figures in $$report (make study NAME=$$name first)"; fi; \
+	done
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
