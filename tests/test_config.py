@@ -23,7 +23,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_option_composes_into_the_typed_schema(group, option):
-    overrides = [f"{group}={option}"]
+    overrides = [f"+{group}={option}" if group == "experiment" else f"{group}={option}"]  # not in train.yaml's defaults
     if group == "task" and option == "syn_probe":
         overrides.append("method=base")  # the probe is evaluation-only
     run = C.to_typed(compose_config(overrides))

@@ -118,7 +118,7 @@ def test_default_study_is_the_readme_sweep_so_make_run_leaves_it_done():
     def keys(overrides):
         return sorted(results.run_key(compose_job(o)) for o in sweep.job_overrides(compose_sweep(overrides)))
 
-    assert keys(["+experiment=default"]) == keys(["ckpt=range", "task=syn_nli,syn_para", "trainer.threads=1"])
+    assert keys(["+experiment=default"]) == keys(["ckpt=range", "task=syn_nli,syn_para"])
 
 
 def _env(tmp_path) -> dict[str, str]:
