@@ -292,3 +292,17 @@ def test_replay_rate_near_one_trains_in_flat_memory(micro_ladder, tmp_path):
     facts = {r["metric"]: r["value"] for r in map(json.loads, (done.parent / "results.jsonl").read_text().splitlines())
              if r["stage"] == "run"}
     assert facts["train_steps"] == 5 and facts["replay_fraction"] == pytest.approx(1 - 40 / (493_750 * B))
+
+
+def test_the_dry_run_counts_a_rate_near_one_without_listing_its_epoch():
+    from ftdyn import config as C
+    from ftdyn.sweep import planned_steps
+    from ftdyn.train import compose_config
+
+    def steps(*overrides: str) -> int:
+        base = ["model=micro", "task.train_size=40", "method.batch_size=8", "method.epochs=2", "method.probe_epochs=1"]
+        return planned_steps(C.to_typed(compose_config([*base, *overrides])))
+
+    assert steps("replay.rate=0.99999") == 2 * 493_750
+    assert steps("replay.rate=0.99999", "method=lpft") == 5 + 2 * 493_750  # the probe stage has no replay
+    assert steps("replay.rate=0.99999", "method.max_steps=5") == 5

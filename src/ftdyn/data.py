@@ -10,6 +10,9 @@ completion token at the last prompt position, so training and scoring see the sa
 Replay (rate rho in [0, 1)) mixes pre-training text into fine-tuning: a fraction rho of every
 training batch is packed LM rows (every token labelled), the rest task examples. Rows carry a
 `replay` marker and batches an `is_replay` vector, so the training step can tell them apart.
+Replay rows are streamed, never pooled: `ReplayPlan` says per batch how many rows are replay,
+and `ReplayRows` reads that many next rows of the pre-training stream (`pretrain_stream`,
+`text_stream`), so memory is the same at rate 0.1 and at 0.99999.
 """
 
 from __future__ import annotations
