@@ -96,3 +96,51 @@ def test_ranks_split_each_pass_into_equal_disjoint_shares():
     two_passes = list(uninterrupted) + list(uninterrupted)
     resumed = ShuffledBatches(40, 8, seed=3, skip=4, rank=1, world_size=2)  # rank 1 resumed at its step 4
     assert list(resumed) == two_passes[4:]
+
+
+# -- replay streams: packed rows read as they are needed ------------------------------------------
+
+def test_the_pretraining_stream_is_the_corpus_packed_in_order(micro_ladder, micro_model_cfg):
+    from itertools import islice
+
+    from ftdyn.data import pretrain_rows, pretrain_stream
+    from ftdyn.world.corpus import corpus
+    from ftdyn.world.entities import make_world
+
+    tok, pretrain = _tokenizer(micro_ladder), micro_model_cfg.pretrain
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    packed = encode_text_rows(tok, corpus(world, pretrain.corpus_seed, 2000), seq_len=64)  # rows as built before
+    stream = pretrain_stream(pretrain, tok, seq_len=64)
+    assert len(packed) > 700 and list(islice(stream, 700)) == packed[:700]
+    assert list(islice(stream, 10)) == packed[:10]  # every iteration starts again from the first document
+    assert pretrain_rows(pretrain, tok, 300, 64) == packed[:300]
+
+
+def _text_config(root, lines: list[str]):
+    from ftdyn import config as C
+    from test_catalogue_tasks import write
+
+    write(root, "local/text", None, "train", [{"text": t} for t in lines])
+    return C.TextConfig(path="local/text", local_dir=str(root))
+
+
+def test_a_text_split_streams_its_documents_in_order_and_cycles(micro_ladder, tmp_path):
+    from itertools import islice
+
+    from ftdyn.data import text_rows, text_stream
+
+    tok = _tokenizer(micro_ladder)
+    docs = [f"Alice lives in Paris {i} and Bob is a baker." for i in range(12)]
+    text = _text_config(tmp_path, ["", *docs[:6], "  ", *docs[6:]])  # empty lines are skipped
+    one_pass = encode_text_rows(tok, docs, seq_len=16)
+    three_passes = encode_text_rows(tok, docs * 3, seq_len=16)  # the packing runs on across the seam
+    rows = list(islice(text_stream(text, "train", tok, seq_len=16), len(three_passes)))
+    assert len(rows) > 2 * len(one_pass) and rows == three_passes
+    assert text_rows(text, "train", tok, 1000, 16) == one_pass  # held-out rows: one pass, never cycled
+
+
+def test_a_text_split_with_nothing_to_replay_is_refused_by_name(micro_ladder, tmp_path):
+    from ftdyn.data import text_stream
+
+    with pytest.raises(ValueError, match="text dataset local/text:train: no non-empty document in field 'text'"):
+        text_stream(_text_config(tmp_path, ["", "  "]), "train", _tokenizer(micro_ladder), seq_len=16)

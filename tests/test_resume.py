@@ -87,7 +87,7 @@ def test_a_trainer_sees_the_batches_of_a_shuffled_dataloader(n_rows):
 
 
 @pytest.mark.parametrize("make", [lambda skip: ShuffledBatches(21, 4, seed=5, skip=skip),
-                                  lambda skip: ReplayBatchSampler(20, 7, 4, 0.25, seed=1, skip=skip)])
+                                  lambda skip: ReplayBatchSampler(20, 4, 0.25, seed=1, skip=skip)])
 def test_batches_started_at_step_k_are_the_uninterrupted_ones_from_k(make):
     fresh = make(0)
     full = [b for _ in range(3) for b in fresh]

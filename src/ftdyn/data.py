@@ -10,20 +10,25 @@ completion token at the last prompt position, so training and scoring see the sa
 Replay (rate rho in [0, 1)) mixes pre-training text into fine-tuning: a fraction rho of every
 training batch is packed LM rows (every token labelled), the rest task examples. Rows carry a
 `replay` marker and batches an `is_replay` vector, so the training step can tell them apart.
+Replay rows are streamed, never pooled: `ReplayPlan` says per batch how many rows are replay,
+and `ReplayRows` reads that many next rows of the pre-training stream (`pretrain_stream`,
+`text_stream`), so memory is the same at rate 0.1 and at 0.99999.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
 from ftdyn.encoding import Prompt, PromptEncoder
-from ftdyn.world.corpus import corpus
+from ftdyn.world.corpus import documents
 from ftdyn.world.entities import make_world
 
 IGNORE = -100
@@ -52,33 +57,57 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt | str, max_
     return {"input_ids": ids, "labels": [IGNORE] * len(ids)}
 
 
+def packed_rows(texts: Iterable[str], tokenizer: PreTrainedTokenizerBase, seq_len: int,
+                chunk: int = 256) -> Iterator[dict]:
+    """Pack documents, separated by EOS, into rows of exactly `seq_len` tokens, all labelled,
+    as the documents are read: `chunk` documents are tokenised at a time and only the tokens
+    not yet in a row are kept, so an endless document stream gives an endless row stream in
+    constant memory. The tail shorter than a row is dropped."""
+    texts, buffer = iter(texts), []
+    while batch := list(islice(texts, chunk)):
+        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            buffer.extend(ids + [tokenizer.eos_token_id])
+        n_full = len(buffer) // seq_len * seq_len
+        for i in range(0, n_full, seq_len):
+            row = buffer[i:i + seq_len]
+            yield {"input_ids": row, "labels": list(row)}
+        del buffer[:n_full]
+
+
 def encode_text_rows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> list[dict]:
     """Pack documents, separated by EOS, into rows of exactly `seq_len` tokens, all labelled."""
-    stream: list[int] = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-        stream.extend(ids + [tokenizer.eos_token_id])
-    rows = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
-    return [{"input_ids": row, "labels": list(row)} for row in rows]
+    return list(packed_rows(texts, tokenizer, seq_len))
+
+
+class PackedStream:
+    """A re-iterable stream of packed LM rows: every iteration starts again from the first
+    document that `documents()` yields, and reads no further than it is asked to."""
+
+    def __init__(self, documents: Callable[[], Iterable[str]], tokenizer: PreTrainedTokenizerBase, seq_len: int):
+        self.documents, self.tokenizer, self.seq_len = documents, tokenizer, seq_len
+
+    def __iter__(self) -> Iterator[dict]:
+        return packed_rows(self.documents(), self.tokenizer, self.seq_len)
+
+
+def pretrain_stream(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int) -> PackedStream:
+    """A ladder's pre-training stream as packed rows, endless: what the build trained on (its
+    first rows, at the build's seq_len), and what replay rehearses."""
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    return PackedStream(lambda: documents(world, pretrain.corpus_seed), tokenizer, seq_len)
 
 
 def pretrain_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase, n_rows: int,
                   seq_len: int) -> list[dict]:
-    """The first `n_rows` packed rows of a ladder's pre-training stream: what the build trained
-    on, and what replay rehearses."""
-    world = make_world(pretrain.world_seed, pretrain.n_people)
-    n_docs = n_rows * seq_len // 16  # documents average ~28 tokens; start generous
-    while True:
-        rows = encode_text_rows(tokenizer, corpus(world, pretrain.corpus_seed, n_docs), seq_len)
-        if len(rows) >= n_rows:
-            return rows[:n_rows]
-        n_docs *= 2
+    """The first `n_rows` packed rows of a ladder's pre-training stream."""
+    return list(islice(pretrain_stream(pretrain, tokenizer, seq_len), n_rows))
 
 
 def heldout_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
     """Held-out pre-training text as packed LM rows: a document stream the build never trained on."""
     world = make_world(pretrain.world_seed, pretrain.n_people)
-    return encode_text_rows(tokenizer, corpus(world, pretrain.corpus_seed + 10_000, pretrain.heldout_docs),
-                            pretrain.seq_len)
+    texts = islice(documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs)
+    return encode_text_rows(tokenizer, texts, pretrain.seq_len)
 
 
 def model_heldout_rows(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
@@ -98,10 +127,9 @@ def heldout_name(model: ModelConfig) -> str:
         else "tinyworld_heldout"
 
 
-def text_rows(text: TextConfig, split: str, tokenizer: PreTrainedTokenizerBase, n_rows: int,
-              seq_len: int) -> list[dict]:
-    """The first `n_rows` packed rows of a named text dataset's split (empty lines skipped),
-    tokenising documents in doubling chunks until there are enough."""
+def _text_documents(text: TextConfig, split: str) -> tuple[Callable[[], Iterator[str]], str]:
+    """The non-empty documents of a named text dataset's split, read lazily (the split stays on
+    disk, memory-mapped by `datasets`), and the split's name for messages."""
     from ftdyn.tasks.hub import describe, load_split  # datasets is needed only here
 
     spec = HubSetConfig(path=text.path, name=text.name, split=split)
@@ -109,17 +137,35 @@ def text_rows(text: TextConfig, split: str, tokenizer: PreTrainedTokenizerBase, 
     if text.field not in ds.column_names:
         raise KeyError(f"text dataset {describe(spec)} has no field {text.field!r}; its fields are "
                        f"{ds.column_names} (set model.text.field)")
-    docs = [t for t in ds[text.field] if t and t.strip()]
-    n_docs = 256
-    while True:
-        rows = encode_text_rows(tokenizer, docs[:n_docs], seq_len)
-        if len(rows) >= n_rows or n_docs >= len(docs):
-            break
-        n_docs *= 2
+    column = ds.select_columns([text.field])
+
+    def read() -> Iterator[str]:
+        for batch in column.iter(batch_size=1024):
+            yield from (t for t in batch[text.field] if t and t.strip())
+    return read, describe(spec)
+
+
+def text_rows(text: TextConfig, split: str, tokenizer: PreTrainedTokenizerBase, n_rows: int,
+              seq_len: int) -> list[dict]:
+    """The first `n_rows` packed rows of a named text dataset's split (empty lines skipped)."""
+    read, name = _text_documents(text, split)
+    rows = list(islice(packed_rows(read(), tokenizer, seq_len), n_rows))
     if not rows:
-        raise ValueError(f"text dataset {describe(spec)}: its {len(docs)} non-empty documents make no "
-                         f"row of {seq_len} tokens")
-    return rows[:n_rows]
+        raise ValueError(f"text dataset {name}: its non-empty documents make no row of {seq_len} tokens")
+    return rows
+
+
+def text_stream(text: TextConfig, split: str, tokenizer: PreTrainedTokenizerBase, seq_len: int) -> PackedStream:
+    """A named text split as an endless stream of packed rows: its non-empty documents in order,
+    from the first again after the last (the packing runs on across the seam)."""
+    read, name = _text_documents(text, split)
+    if next(read(), None) is None:
+        raise ValueError(f"text dataset {name}: no non-empty document in field {text.field!r} to replay")
+
+    def cycled() -> Iterator[str]:
+        while True:
+            yield from read()
+    return PackedStream(cycled, tokenizer, seq_len)
 
 
 def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -145,50 +191,108 @@ def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def replay_plan(n_task: int, batch_size: int, rate: float) -> list[tuple[int, int]]:
-    """(task rows, replay rows) of each batch of one epoch, until the task rows are used up.
+class ReplayPlan(Sequence[tuple[int, int]]):
+    """(task rows, replay rows) of each batch of one epoch, until the task rows are used up,
+    computed per batch: the epoch is never listed, so its length does not cost memory.
 
     Batch i holds r_i = round((i+1)*rate*B) - round(i*rate*B) replay rows (a Bresenham
     accumulator), so after i full batches exactly round(i*rate*B) rows are replay: every prefix
     is within half a row of `rate` times its rows, and no batch is more than one row off. The last
     batch may hold fewer task rows than a full one; its replay count then keeps the epoch's
     total at round(rate/(1-rate) * n_task), rather than adding a full batch's share of replay
-    to a few task rows.
+    to a few task rows. Near rate 1 a full batch may hold no task row at all.
+
+    After k full batches T(k) = k*B - round(k*rate*B) task rows are used. T never decreases, so
+    the epoch's length, the smallest k with T(k) >= n_task, is found by bisection.
 
     Args:
         n_task: Task rows in one epoch (each used once).
         batch_size: Rows in a full batch.
         rate: Replay fraction rho, in [0, 1).
-
-    Returns:
-        One (n_task_rows, n_replay_rows) pair per batch.
     """
-    if not 0 <= rate < 1:
-        raise ValueError(f"replay rate {rate}: allowed [0, 1)")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size {batch_size}: must be > 0")
-    plan: list[tuple[int, int]] = []
-    used = replayed = 0
-    while used < n_task:
-        n_replay = round((len(plan) + 1) * rate * batch_size) - replayed
-        n_tasks = batch_size - n_replay
-        if n_task - used < n_tasks:  # the last, partial batch
-            n_tasks = n_task - used
-            target = round(rate / (1 - rate) * (used + n_tasks))
-            n_replay = max(0, min(batch_size - n_tasks, target - replayed))
-        plan.append((n_tasks, n_replay))
-        used, replayed = used + n_tasks, replayed + n_replay
-    return plan
+
+    def __init__(self, n_task: int, batch_size: int, rate: float):
+        if not 0 <= rate < 1:
+            raise ValueError(f"replay rate {rate}: allowed [0, 1)")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size {batch_size}: must be > 0")
+        self.n_task, self.batch_size, self.rate = n_task, batch_size, rate
+        self._len = self._bisect_length()
+
+    def replay_through(self, k: int) -> int:
+        """Replay rows in batches 0..k-1, for k up to the last full batch."""
+        return round(k * self.rate * self.batch_size)
+
+    def tasks_through(self, k: int) -> int:
+        """Task rows in batches 0..k-1, for k up to the last full batch."""
+        return k * self.batch_size - self.replay_through(k)
+
+    def _bisect_length(self) -> int:
+        # T(k) >= k*B*(1-rate) - 1/2, so T(hi) >= n_task + 1/2 at this hi
+        lo, hi = 0, math.ceil((self.n_task + 1) / (self.batch_size * (1 - self.rate))) + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if self.tasks_through(mid) < self.n_task else (lo, mid)
+        return lo
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _batch(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self._len:
+            raise IndexError(f"batch {i} of an epoch of {self._len}")
+        used, replayed = self.tasks_through(i), self.replay_through(i)
+        if i < self._len - 1 or self.tasks_through(i + 1) == self.n_task:  # a full batch
+            return self.batch_size - self.replay_through(i + 1) + replayed, self.replay_through(i + 1) - replayed
+        n_tasks = self.n_task - used  # the last, partial batch
+        target = round(self.rate / (1 - self.rate) * self.n_task)
+        return n_tasks, max(0, min(self.batch_size - n_tasks, target - replayed))
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._batch(j) for j in range(*i.indices(self._len))]
+        return self._batch(i + self._len if i < 0 else i)
+
+    def replay_rows(self) -> int:
+        """Replay rows in the whole epoch."""
+        return self.replay_through(self._len - 1) + self[-1][1] if self._len else 0
+
+    def replay_fraction(self) -> float:
+        """Replay rows / all rows over one epoch."""
+        replayed = self.replay_rows()
+        return replayed / (self.n_task + replayed) if replayed else 0.0
+
+
+def replay_plan(n_task: int, batch_size: int, rate: float) -> ReplayPlan:
+    """(task rows, replay rows) of each batch of one epoch, as a lazy sequence (`ReplayPlan`)."""
+    return ReplayPlan(n_task, batch_size, rate)
+
+
+class _Shard(Sequence[list[int]]):
+    """One rank's batches of a pass: every `world_size`-th from `rank` on, wrapping round so
+    every rank has `length` of them."""
+
+    def __init__(self, batches: Sequence[list[int]], rank: int, world_size: int, length: int):
+        self.batches, self.rank, self.world_size, self.length = batches, rank, world_size, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> list[int]:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        return self.batches[(self.rank + self.world_size * i) % len(self.batches)]
 
 
 class ResumableBatches(Sampler[list[int]]):
     """Seeded batches that can start at any optimiser step, so a resumed job sees the same batches.
 
-    Subclasses draw one pass (epoch) of batches from `self.generator` in `_epoch`. The first
-    iteration replays `skip` batches' worth of passes from the seed without yielding them: the
-    generator then stands exactly where an uninterrupted run's would, and no state beyond the
-    step count (which Lightning's checkpoint restores) is needed. Lightning cannot do this for a
-    plain sampler: on a mid-epoch resume it would restart the epoch from its first batch.
+    Subclasses draw one pass (epoch) of batches from `self.generator` in `_epoch`, as a sequence
+    that may compute each batch only when it is asked for. The first iteration draws `skip`
+    batches' worth of passes from the seed and starts at the batch after them: the generator
+    then stands exactly where an uninterrupted run's would, and no state beyond the step count
+    (which Lightning's checkpoint restores) is needed. Lightning cannot do this for a plain
+    sampler: on a mid-epoch resume it would restart the epoch from its first batch.
 
     Under DDP (`world_size` > 1) every rank draws the same pass and takes every `world_size`-th
     batch from its `rank` on, wrapping round so all ranks take the same number: Lightning's
@@ -199,8 +303,10 @@ class ResumableBatches(Sampler[list[int]]):
         super().__init__()
         self.generator = torch.Generator().manual_seed(seed)
         self.skip, self.rank, self.world_size = skip, rank, world_size
+        self.passes = 0  #: passes drawn so far
 
-    def _epoch(self) -> list[list[int]]:
+    def _epoch(self, number: int) -> Sequence[list[int]]:
+        """The batches of pass `number` (0 first), drawn from `self.generator`."""
         raise NotImplementedError
 
     def _n_batches(self) -> int:
@@ -211,18 +317,19 @@ class ResumableBatches(Sampler[list[int]]):
         """Batches in one pass for this rank."""
         return -(-self._n_batches() // self.world_size)
 
-    def _shard(self, batches: list[list[int]]) -> list[list[int]]:
-        if self.world_size == 1:
-            return batches
-        return [batches[(self.rank + self.world_size * i) % len(batches)] for i in range(len(self))]
+    def _next_pass(self) -> Sequence[list[int]]:
+        batches = self._epoch(self.passes)
+        self.passes += 1
+        return batches if self.world_size == 1 else _Shard(batches, self.rank, self.world_size, len(self))
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._shard(self._epoch())
+        batches = self._next_pass()
         while self.skip >= len(batches):  # whole passes finished before the resume
             self.skip -= len(batches)
-            batches = self._shard(self._epoch())
+            batches = self._next_pass()
         start, self.skip = self.skip, 0
-        yield from batches[start:]
+        for i in range(start, len(batches)):
+            yield batches[i]
 
 
 class ShuffledBatches(ResumableBatches):
@@ -241,7 +348,7 @@ class ShuffledBatches(ResumableBatches):
     def _n_batches(self) -> int:
         return -(-self.n // self.batch_size)
 
-    def _epoch(self) -> list[list[int]]:
+    def _epoch(self, number: int) -> list[list[int]]:
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # the DataLoader's base seed
         order = torch.randperm(self.n, generator=self.generator).tolist()
         if self.n % self.batch_size:
@@ -249,39 +356,97 @@ class ShuffledBatches(ResumableBatches):
         return [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
 
 
-class ReplayBatchSampler(ResumableBatches):
-    """Batches of indices into `task_rows + replay_rows` that follow `replay_plan`.
+class _ReplayEpoch(Sequence[list[int]]):
+    """The batches of one replay pass, each built when asked for: batch i takes the next task rows
+    of the pass's permutation and the next replay positions, both counted in O(1) by the plan."""
 
-    Indices below `n_task` are task rows, the rest replay rows. Each pass (epoch) shuffles the
-    task rows, each used exactly once, and draws replay rows cycling through a fresh permutation
-    of them. Both permutations come from one generator seeded once with `seed`, as a shuffled
-    DataLoader does: every epoch has a new order, and the k-th pass is the same for the same
-    seed. Batch sizes do not depend on the order, so `len` and `replay_fraction` need no pass.
+    def __init__(self, plan: ReplayPlan, tasks: list[int], first_replay: int):
+        self.plan, self.tasks, self.first_replay = plan, tasks, first_replay
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> list[int]:
+        n_tasks, n_replay = self.plan[i]
+        t, r = self.plan.tasks_through(i), self.first_replay + self.plan.replay_through(i)
+        return self.tasks[t:t + n_tasks] + list(range(r, r + n_replay))
+
+
+class ReplayBatchSampler(ResumableBatches):
+    """Batches that follow `ReplayPlan`: task rows are indices below `n_task`, replay rows
+    `n_task + p` for the p-th row of the replay stream.
+
+    Each pass (epoch) shuffles the task rows, each used exactly once, with a permutation drawn
+    from one generator seeded once with `seed`, as a shuffled DataLoader does: every epoch has a
+    new order, and the k-th pass is the same for the same seed. Replay rows are not shuffled:
+    they come in stream order, and every epoch takes the stream's next rows (pass k starts at
+    row k * rows-per-epoch), so no row is held or drawn twice until the stream itself cycles.
+    Batch sizes do not depend on the order, so `len` and `replay_fraction` need no pass.
     """
 
-    def __init__(self, n_task: int, n_replay: int, batch_size: int, rate: float, seed: int = 0, skip: int = 0,
+    def __init__(self, n_task: int, batch_size: int, rate: float, seed: int = 0, skip: int = 0,
                  rank: int = 0, world_size: int = 1):
         super().__init__(seed, skip, rank, world_size)
-        if n_task <= 0 or n_replay <= 0:
-            raise ValueError(f"replay needs task and replay rows (got {n_task} and {n_replay})")
-        self.n_task, self.n_replay = n_task, n_replay
-        self.plan = replay_plan(n_task, batch_size, rate)
+        if n_task <= 0:
+            raise ValueError(f"replay needs task rows (got {n_task})")
+        self.n_task = n_task
+        self.plan = ReplayPlan(n_task, batch_size, rate)
 
     def _n_batches(self) -> int:
         return len(self.plan)
 
-    def _epoch(self) -> list[list[int]]:
+    def _epoch(self, number: int) -> _ReplayEpoch:
         tasks = torch.randperm(self.n_task, generator=self.generator).tolist()
-        replays = (torch.randperm(self.n_replay, generator=self.generator) + self.n_task).tolist()
-        batches, t, r = [], 0, 0
-        for n_tasks, n_replay in self.plan:
-            batches.append(tasks[t:t + n_tasks] + [replays[(r + j) % self.n_replay] for j in range(n_replay)])
-            t, r = t + n_tasks, r + n_replay
-        return batches
+        return _ReplayEpoch(self.plan, tasks, self.n_task + number * self.plan.replay_rows())
 
     def replay_fraction(self) -> float:
         """Replay rows / all rows over one epoch."""
-        return sum(r for _, r in self.plan) / sum(t + r for t, r in self.plan)
+        return self.plan.replay_fraction()
+
+
+class ReplayRows:
+    """Row p of an endless replay stream, read forward as batches ask for it: the source's rows
+    in order, and from its first row again when a finite source ends. Each row is a marked copy
+    (`replay`), so the source's rows are never modified.
+
+    Only the reading position is kept. A position behind it (a new pass from the start, or a DDP
+    rank's last batch wrapping round) restarts the source and reads forward again: time, never
+    memory. A resumed run reads forward to its first batch's rows the same way.
+    """
+
+    def __init__(self, source: Iterable[dict]):
+        self.source = source
+        self._restart()
+
+    def _restart(self) -> None:
+        self._rows, self._next = self._cycle(), 0
+
+    def _cycle(self) -> Iterator[dict]:
+        while True:
+            empty = True
+            for row in self.source:
+                empty = False
+                yield row
+            if empty:
+                raise ValueError("the replay source yields no rows")
+
+    def __getitem__(self, position: int) -> dict:
+        if position < self._next:
+            self._restart()
+        next(islice(self._rows, position - self._next, position - self._next), None)  # skip ahead
+        self._next = position + 1
+        return {**next(self._rows), "replay": True}
+
+
+class _TaskAndReplayRows(Dataset):
+    """Map-style rows for `ReplayBatchSampler`'s indices: below `len(rows)` a task row, above
+    it a replay row by its stream position."""
+
+    def __init__(self, rows: list[dict], replay: ReplayRows | None):
+        self.rows, self.replay = rows, replay
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index] if index < len(self.rows) else self.replay[index - len(self.rows)]
 
 
 class StepResumedLoader(DataLoader):
@@ -303,11 +468,12 @@ class TrainDataModule(L.LightningDataModule):
 
     Without replay (rate 0, the default) batches are plain seeded shuffling, exactly as before
     replay existed, so ladder builds and replay-free runs are unchanged. With replay, batches
-    come from `ReplayBatchSampler` over `rows + replay_rows`.
+    come from `ReplayBatchSampler`: shuffled task rows, and replay rows read in order from the
+    replay stream as the batches need them, so memory does not grow with the rate.
     """
 
     def __init__(self, rows: list[dict], batch_size: int, pad_id: int, seed: int = 0, *,
-                 replay_rows: list[dict] | None = None, replay_rate: float = 0.0):
+                 replay_rows: Iterable[dict] | None = None, replay_rate: float = 0.0):
         """Keep the rows; replay is on when `replay_rate` > 0, and then needs `replay_rows`.
 
         Args:
@@ -315,8 +481,9 @@ class TrainDataModule(L.LightningDataModule):
             batch_size: Rows per batch, task and replay together.
             pad_id: Token id that pads rows to a batch's longest.
             seed: Seed of the shuffling.
-            replay_rows: Packed pre-training rows (every token labelled); used when
-                `replay_rate` > 0, ignored otherwise.
+            replay_rows: Packed pre-training rows (every token labelled), re-iterable from the
+                start: a list, or a stream such as `pretrain_stream`; read in order and cycled.
+                Used when `replay_rate` > 0, ignored otherwise.
             replay_rate: Fraction rho of every batch drawn from `replay_rows`, in [0, 1).
         """
         super().__init__()
@@ -328,12 +495,11 @@ class TrainDataModule(L.LightningDataModule):
             raise ValueError(f"replay_rate={replay_rate} but no replay rows were given")
         self.rows, self.batch_size, self.pad_id, self.seed = rows, batch_size, pad_id, seed
         self.replay_rate = replay_rate
-        # copies, so marking them does not touch the caller's rows (e.g. the held-out set)
-        self.replay_rows = [{**r, "replay": True} for r in replay_rows or []] if replay_rate > 0 else []
+        self.replay_rows = replay_rows if replay_rate > 0 else None
 
     def _batch_sampler(self, skip: int = 0, rank: int = 0, world_size: int = 1) -> ResumableBatches:
-        if self.replay_rows:
-            return ReplayBatchSampler(len(self.rows), len(self.replay_rows), self.batch_size, self.replay_rate,
+        if self.replay_rows is not None:
+            return ReplayBatchSampler(len(self.rows), self.batch_size, self.replay_rate,
                                       seed=self.seed, skip=skip, rank=rank, world_size=world_size)
         return ShuffledBatches(len(self.rows), self.batch_size, seed=self.seed, skip=skip, rank=rank,
                                world_size=world_size)
@@ -344,17 +510,18 @@ class TrainDataModule(L.LightningDataModule):
 
     def replay_fraction(self) -> float:
         """Realised share of replay rows over one epoch (0.0 without replay), for the results."""
-        return self._batch_sampler().replay_fraction() if self.replay_rows else 0.0
+        return self._batch_sampler().replay_fraction() if self.replay_rows is not None else 0.0
 
     def train_dataloader(self) -> DataLoader:
         """Batches from the first one not yet trained on: a Trainer resumed from a checkpoint at
         step N has `global_step` N here, so its first batch is an uninterrupted run's N+1-th.
 
         The loader gets a throwaway generator for its per-pass base seed, so iterating never
-        advances the global RNG (which LoRA initialisation draws from).
+        advances the global RNG (which LoRA initialisation draws from). Each loader reads the
+        replay stream from its start.
         """
         done = self.trainer.global_step if self.trainer is not None else 0
         ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        return StepResumedLoader(self.rows + self.replay_rows, batch_sampler=self._batch_sampler(done, *ranks),
-                          generator=torch.Generator(), collate_fn=lambda b: collate(b, self.pad_id))
-
+        replay = ReplayRows(self.replay_rows) if self.replay_rows is not None else None
+        return StepResumedLoader(_TaskAndReplayRows(self.rows, replay), batch_sampler=self._batch_sampler(done, *ranks),
+                                 generator=torch.Generator(), collate_fn=lambda b: collate(b, self.pad_id))

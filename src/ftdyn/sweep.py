@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from ftdyn import config as C
 from ftdyn import jobs, results
-from ftdyn.data import replay_plan
+from ftdyn.data import ReplayPlan
 from ftdyn.methods import plan, stage_steps
 
 
@@ -54,7 +54,7 @@ def planned_steps(run: C.TrainConfig) -> int:
     total = 0
     for stage in plan(run.method):
         replay = run.replay.rate if stage.trains != "head" else 0.0  # a probe stage trains without replay
-        total += stage_steps(stage, len(replay_plan(run.task.train_size, run.method.batch_size, replay)), run)
+        total += stage_steps(stage, len(ReplayPlan(run.task.train_size, run.method.batch_size, replay)), run)
     return total
 
 

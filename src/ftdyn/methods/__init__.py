@@ -26,7 +26,7 @@ from peft import LoraConfig, get_peft_model
 
 from ftdyn import cluster, wandb_logging
 from ftdyn import config as C
-from ftdyn.data import TrainDataModule, encode_pair, encode_prompt, pretrain_rows, text_rows
+from ftdyn.data import PackedStream, TrainDataModule, encode_pair, encode_prompt, pretrain_stream, text_stream
 from ftdyn.methods import sharding
 from ftdyn.methods.checkpoints import StageCheckpoints
 from ftdyn.methods.heads import ClassifierHead
@@ -98,12 +98,12 @@ def _rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> 
     return [encode_pair(tokenizer, task.prompt(e, fmt), task.target(e), max_len) for e in task.train]
 
 
-def _replay_rows(run: C.TrainConfig, tokenizer, n_task: int) -> list[dict]:
-    """Enough pre-training rows for one epoch at the replay rate (the sampler cycles through them)."""
-    n = math.ceil(run.replay.rate / (1 - run.replay.rate) * n_task) + run.method.batch_size
+def _replay_stream(run: C.TrainConfig, tokenizer) -> PackedStream:
+    """The pre-training text replay rehearses, as a stream that batches read from as they need it
+    (`ftdyn.data.ReplayRows`): memory is the same at any replay rate."""
     if run.replay.source == C.ReplaySource.text:  # a named text dataset (hub models: their pre-training stand-in)
-        return text_rows(run.model.text, run.model.text.replay_split, tokenizer, n, run.replay.seq_len)
-    return pretrain_rows(run.model.pretrain, tokenizer, n, run.replay.seq_len)
+        return text_stream(run.model.text, run.model.text.replay_split, tokenizer, run.replay.seq_len)
+    return pretrain_stream(run.model.pretrain, tokenizer, run.replay.seq_len)
 
 
 def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
@@ -122,7 +122,7 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
     mixed = plain
     if run.replay.rate > 0 and any(stage.trains != C.Trains.head for stage in stages):  # a probe has no LM to rehearse
         mixed = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed,
-                                replay_rows=_replay_rows(run, tokenizer, len(rows)), replay_rate=run.replay.rate)
+                                replay_rows=_replay_stream(run, tokenizer), replay_rate=run.replay.rate)
     fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0, "replay_fraction": mixed.replay_fraction()})
     for stage in stages:
         data = plain if stage.trains == C.Trains.head else mixed
