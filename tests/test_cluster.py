@@ -26,7 +26,7 @@ from conftest import MICRO, PYTHON
 from ftdyn import cluster
 from ftdyn import config as C
 from ftdyn import ladder, results
-from ftdyn.data import TrainDataModule
+from ftdyn.batches import TrainDataModule
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.train import CONF_DIR, compose_config
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from ftdyn.data import IGNORE, collate, encode_pair, encode_text_rows
+from ftdyn.batches import collate
+from ftdyn.data import IGNORE, encode_pair, encode_text_rows
 from ftdyn.evaluate import first_token_ids
 from ftdyn.tasks.prompts import FORMATS, render
 
@@ -86,7 +87,7 @@ def test_fewshot_demonstrations_come_from_train_and_never_contain_an_evaluated_e
 
 
 def test_ranks_split_each_pass_into_equal_disjoint_shares():
-    from ftdyn.data import ShuffledBatches
+    from ftdyn.batches import ShuffledBatches
 
     whole = list(ShuffledBatches(40, 8, seed=3))  # 5 batches
     ranks = [list(ShuffledBatches(40, 8, seed=3, rank=r, world_size=2)) for r in (0, 1)]

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import PYTHON
-from ftdyn.data import ReplayPlan, TrainDataModule, collate, replay_plan
+from ftdyn.batches import ReplayPlan, TrainDataModule, collate, replay_plan
 
 B = 8
 PAD = 0

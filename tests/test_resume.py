@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from conftest import MICRO, PYTHON
 from ftdyn import config as C
 from ftdyn import jobs, results
-from ftdyn.data import ReplayBatchSampler, ShuffledBatches, TrainDataModule, collate
+from ftdyn.batches import ReplayBatchSampler, ShuffledBatches, TrainDataModule, collate
 from ftdyn.methods.inloop import InLoopEval
 from ftdyn.train import compose_config, train
 

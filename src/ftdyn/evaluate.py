@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftdyn.config import json_safe
-from ftdyn.data import IGNORE, collate
+from ftdyn.batches import collate
+from ftdyn.data import IGNORE
 from ftdyn.encoding import Prompt, PromptEncoder
 from ftdyn.methods.heads import ClassifierHead, last_token_features
 from ftdyn.metrics import agreement, calibration, choice_predictions, fit_temperature, forgetting

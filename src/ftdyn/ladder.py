@@ -26,7 +26,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
 
 from ftdyn import config as C
 from ftdyn import fingerprints, hub_models
-from ftdyn.data import TrainDataModule, heldout_rows, pretrain_rows
+from ftdyn.batches import TrainDataModule
+from ftdyn.data import heldout_rows, pretrain_rows
 from ftdyn.evaluate import heldout_measures, probe_accuracy
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.results import file_lock, write_json_atomic

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from ftdyn import config as C
 from ftdyn import jobs, results
-from ftdyn.data import ReplayPlan
+from ftdyn.batches import ReplayPlan
 from ftdyn.methods import plan, stage_steps
 
 

@@ -26,7 +26,8 @@ from peft import LoraConfig, get_peft_model
 
 from ftdyn import cluster, wandb_logging
 from ftdyn import config as C
-from ftdyn.data import PackedStream, TrainDataModule, encode_pair, encode_prompt, pretrain_stream, text_stream
+from ftdyn.batches import TrainDataModule
+from ftdyn.data import PackedStream, encode_pair, encode_prompt, pretrain_stream, text_stream
 from ftdyn.methods import sharding
 from ftdyn.methods.checkpoints import StageCheckpoints
 from ftdyn.methods.heads import ClassifierHead
@@ -52,7 +53,7 @@ def plan(method: C.MethodConfig) -> list[Stage]:
 
 
 def rank_batches(batches_per_epoch: int, run: C.TrainConfig) -> int:
-    """Batches of one epoch on each rank: every rank takes its share (`ftdyn.data.ResumableBatches`)."""
+    """Batches of one epoch on each rank: every rank takes its share (`ftdyn.batches.ResumableBatches`)."""
     return math.ceil(batches_per_epoch / run.trainer.world_size)
 
 
@@ -100,7 +101,7 @@ def _rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> 
 
 def _replay_stream(run: C.TrainConfig, tokenizer) -> PackedStream:
     """The pre-training text replay rehearses, as a stream that batches read from as they need it
-    (`ftdyn.data.ReplayRows`): memory is the same at any replay rate."""
+    (`ftdyn.batches.ReplayRows`): memory is the same at any replay rate."""
     if run.replay.source == C.ReplaySource.text:  # a named text dataset (hub models: their pre-training stand-in)
         return text_stream(run.model.text, run.model.text.replay_split, tokenizer, run.replay.seq_len)
     return pretrain_stream(run.model.pretrain, tokenizer, run.replay.seq_len)
