@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,7 +40,22 @@ CASES = [
     ("evaluation set empty after removing train examples", ["task.train_size=2700", "task.eval_size=300"],
      ["split validation: no new example", "lower task.train_size or task.eval_size"]),
     ("task file without eval_sets", ["task=broken"], ["task broken: task.eval_sets is empty"]),
+    ("corrupt ladder checkpoint file", ["ckpt.step=40"],  # prepared by _truncated_ladder_copy
+     ["step40/model.safetensors is corrupt or truncated", "to rebuild the ladder (python -m ftdyn.ladder)"]),
 ]
+
+
+def _truncated_ladder_copy(micro_ladder: Path, tmp_path: Path, monkeypatch) -> None:
+    """A private FTDYN_CACHE holding a copy of the micro ladder whose step40 weights are cut to 100
+    bytes (the session's ladder, which other tests use, stays whole)."""
+    cache = tmp_path / "cache"
+    shutil.copytree(micro_ladder, cache / "ladders" / micro_ladder.name)
+    weights = cache / "ladders" / micro_ladder.name / "step40" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    monkeypatch.setenv("FTDYN_CACHE", str(cache))
+
+
+PREPARE = {"corrupt ladder checkpoint file": _truncated_ladder_copy}  #: cases that need more than overrides
 
 
 @pytest.fixture
@@ -59,6 +75,8 @@ def _no_done_marker(root: Path) -> None:
 def test_bad_input_names_the_key_and_what_is_allowed(micro_ladder, tmp_path, monkeypatch, conf_extra,
                                                      case, overrides, fragments):
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
+    if case in PREPARE:
+        PREPARE[case](micro_ladder, tmp_path, monkeypatch)
     job_dir = tmp_path / "job"
     with pytest.raises(Exception) as caught:
         cfg = compose_config(FAST + overrides + [f"hydra.searchpath=[file://{conf_extra}]"])
@@ -101,19 +119,14 @@ def test_non_finite_loss_stops_the_job_at_that_step_and_records_it(micro_ladder,
     assert 1 <= failed["step"] < 10 and f"at step {failed['step']}:" in failed["reason"]
 
 
-def test_truncated_checkpoint_file_is_named_with_how_to_rebuild(micro_ladder, micro_model_cfg, tmp_path,
-                                                                monkeypatch):
-    cache = tmp_path / "cache"
-    shutil.copytree(micro_ladder, cache / "ladders" / micro_ladder.name)
-    weights = cache / "ladders" / micro_ladder.name / "step40" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])
-    monkeypatch.setenv("FTDYN_CACHE", str(cache))
+def test_a_truncated_checkpoint_file_is_named_with_the_ladder_to_delete(micro_ladder, tmp_path, monkeypatch):
+    _truncated_ladder_copy(micro_ladder, tmp_path, monkeypatch)
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
     with pytest.raises(ladder.CheckpointError) as caught:
         jobs.run(compose_config(FAST), tmp_path / "job", train)
-    message = str(caught.value)
-    assert str(weights.parent) in message and f"delete {weights.parent.parent} to rebuild" in message
-    _no_done_marker(tmp_path)
+    copy = tmp_path / "cache" / "ladders" / micro_ladder.name
+    assert f"{copy / 'step40' / 'model.safetensors'} is corrupt or truncated (SafetensorError" in str(caught.value)
+    assert f"delete {copy} to rebuild the ladder" in str(caught.value)
     assert json.loads((tmp_path / "job" / "failed.json").read_text())["reason"].startswith("CheckpointError")
 
 
@@ -163,3 +176,14 @@ def test_a_dataset_empty_after_filtering_fails_the_job_naming_it(micro_ladder, t
     message, failed = _fails_without_done(cfg, tmp_path, monkeypatch)
     assert "nyu-mll/glue/mnli:validation_mismatched is empty after filtering (3 rows read" in message
     assert "empty after filtering" in failed["reason"]
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json"])
+def test_each_corrupt_checkpoint_file_is_named(micro_ladder, micro_model_cfg, tmp_path, monkeypatch, name):
+    cache = tmp_path / "cache"
+    shutil.copytree(micro_ladder, cache / "ladders" / micro_ladder.name)
+    broken = cache / "ladders" / micro_ladder.name / "step20" / name
+    broken.write_bytes(broken.read_bytes()[:50])
+    monkeypatch.setenv("FTDYN_CACHE", str(cache))
+    with pytest.raises(ladder.CheckpointError, match=re.escape(f"{broken} is corrupt or truncated")):
+        ladder.load_checkpoint(micro_model_cfg, 20)

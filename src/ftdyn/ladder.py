@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from safetensors import SafetensorError, safe_open
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ftdyn import config as C
@@ -154,12 +155,39 @@ def load_checkpoint(model: C.ModelConfig, step: int):
             remote = model.trust_remote_code  # never True unless model.trust_remote_code=true is set
             lm = LlamaForCausalLM.from_pretrained(path, trust_remote_code=remote)
             tokenizer = PreTrainedTokenizerFast.from_pretrained(path, trust_remote_code=remote)
-        except Exception as err:  # safetensors, json and OS errors all mean the same here
-            raise CheckpointError(f"cannot load checkpoint step {step} from {path} ({type(err).__name__}: {err}); "
-                                  f"a file there is corrupt or truncated: delete {path.parent} to rebuild the "
-                                  "ladder (python -m ftdyn.ladder)") from err
+        except UNREADABLE as err:
+            raise _checkpoint_error(path, step, err) from err
     fingerprints.record(record_name(model), step, lm, revision)
     return lm, tokenizer
+
+
+#: What a corrupt, truncated or missing checkpoint file raises while loading: safetensors' header
+#: check, transformers' OSError for a config.json that does not parse or a file that is absent,
+#: the json module on a tokenizer file, and a file cut inside a UTF-8 character.
+UNREADABLE = (SafetensorError, OSError, json.JSONDecodeError, UnicodeDecodeError)
+
+
+def _checkpoint_error(path: Path, step: int, err: Exception) -> CheckpointError:
+    """A CheckpointError naming the file that cannot be read (found by reading each file), or the
+    checkpoint directory when no single file is to blame, and how to rebuild the ladder."""
+    culprit = _unreadable_file(path)
+    where = f"{culprit} is corrupt or truncated" if culprit else f"cannot load it from {path}"
+    return CheckpointError(f"checkpoint step {step} of the ladder: {where} ({type(err).__name__}: {err}); "
+                           f"delete {path.parent} to rebuild the ladder (python -m ftdyn.ladder)")
+
+
+def _unreadable_file(path: Path) -> Path | None:
+    """The first safetensors or JSON file in `path` that does not parse, if any."""
+    for file in sorted(path.glob("*")):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(file, "pt"):  # checks the header against the file's length
+                    pass
+            elif file.suffix == ".json":
+                json.loads(file.read_text())
+        except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError):
+            return file
+    return None
 
 
 def record_name(model: C.ModelConfig) -> str:

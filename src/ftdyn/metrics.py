@@ -18,7 +18,7 @@ def bin_edges(n_bins: int = N_BINS) -> torch.Tensor:
     return torch.linspace(0, 1, n_bins + 1, dtype=torch.float32)
 
 
-def _onto_lower_edge(probabilities) -> torch.Tensor:
+def _edge_to_lower_bin(probabilities) -> torch.Tensor:
     """Probabilities in float32, one representable step towards 0.
 
     The definition (seed-methods §3.3) bins lower < c <= upper. torchmetrics bins lower <= c < upper
@@ -40,7 +40,7 @@ def reliability_bins(confidence, correct, n_bins: int = N_BINS) -> list[tuple[in
     """
     confidence = torch.as_tensor(confidence, dtype=torch.float64)
     correct = torch.as_tensor(correct, dtype=torch.float64)
-    bins = (torch.bucketize(_onto_lower_edge(confidence), bin_edges(n_bins), right=True) - 1).clamp(0, n_bins - 1)
+    bins = (torch.bucketize(_edge_to_lower_bin(confidence), bin_edges(n_bins), right=True) - 1).clamp(0, n_bins - 1)
     out = []
     for b in bins.unique().tolist():
         inside = bins == b
@@ -50,12 +50,12 @@ def reliability_bins(confidence, correct, n_bins: int = N_BINS) -> list[tuple[in
 
 def ece_mce(probabilities: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> tuple[float, float]:
     """Expected and maximum calibration error of max-softmax confidence, by torchmetrics, over
-    `n_bins` equal-width bins (lower < c <= upper, see `_onto_lower_edge`):
+    `n_bins` equal-width bins (lower < c <= upper, see `_edge_to_lower_bin`):
     ECE = sum_b |b|/n * |acc_b - conf_b|; MCE = max_b |acc_b - conf_b| over non-empty bins.
 
     `probabilities` is (examples, classes), each row a distribution (absent choices 0).
     """
-    probabilities, labels = _onto_lower_edge(probabilities), torch.as_tensor(labels).long()
+    probabilities, labels = _edge_to_lower_bin(probabilities), torch.as_tensor(labels).long()
     errors = [multiclass_calibration_error(probabilities, labels, num_classes=probabilities.shape[-1],
                                            n_bins=n_bins, norm=norm) for norm in ("l1", "max")]
     return float(errors[0]), float(errors[1])
