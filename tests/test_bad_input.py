@@ -187,3 +187,30 @@ def test_each_corrupt_checkpoint_file_is_named(micro_ladder, micro_model_cfg, tm
     monkeypatch.setenv("FTDYN_CACHE", str(cache))
     with pytest.raises(ladder.CheckpointError, match=re.escape(f"{broken} is corrupt or truncated")):
         ladder.load_checkpoint(micro_model_cfg, 20)
+
+
+def test_a_dry_run_lists_a_bad_job_as_invalid_naming_the_key(capsys, tmp_path, monkeypatch):
+    from hydra import initialize_config_dir
+
+    from ftdyn import sweep
+    from ftdyn.train import CONF_DIR
+
+    monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        sweep.print_jobs([FAST + ["method=lora", "method.rank=0"], FAST + ["method=nope"]], "train")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[0] invalid") and "method.rank=0: must be a positive integer" in lines[1]
+    assert lines[2].startswith("[1] invalid")  # Hydra's MissingConfigException, listed, not raised
+    assert lines[4].startswith("2 jobs (2 invalid)")
+
+
+def test_the_report_lists_a_job_whose_config_it_cannot_read_without_a_run_key(tmp_path, caplog):
+    from ftdyn.report import collect
+
+    job = tmp_path / "sweep" / "0"
+    job.mkdir(parents=True)
+    (job / "config.yaml").write_text("task:\n  name: syn_nli\nmethod:\n  rank: 0\n")  # refused by MethodConfig's checks
+    (job / "failed.json").write_text(json.dumps({"reason": "ConfigError: method.rank=0"}))
+    [found] = collect.find_jobs([tmp_path / "sweep"])
+    assert found.status == "failed" and found.run_key is None
+    assert "cannot compute the run key" in caplog.text and "method.rank=0" in caplog.text
