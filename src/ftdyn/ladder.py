@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 LADDER_VERSION = 3  # bump when the build itself changes (corpus, tokenizer, training)
 TOKENIZER_DOCS = 20_000  # corpus documents the BPE vocabulary is learned from
 GLOSSARY_REPEATS = 20  # how often the prompt and label vocabulary appears in that text
+PROGRESS_EVERY_S = 12.0  # a cold build takes minutes: say how far it is at least this often (+1 step)
 
 
 class CheckpointError(RuntimeError):
@@ -104,18 +105,51 @@ class _SaveAtSteps(L.Callback):
             self.tokens[step] = module.tokens_seen
 
 
+def duration(seconds: float) -> str:
+    """`45 s` under two minutes, else `3 min`: what a person reads at a glance."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def progress_line(name: str, step: int, total: int, elapsed: float, training: float) -> str:
+    """`ladder tiny: step 120/600 (20%), 45 s elapsed, ~3 min left`: the time left extrapolates the
+    training seconds per step so far (`training`: seconds since the first step began)."""
+    left = training / step * (total - step) if step else float("nan")
+    estimate = f", ~{duration(left)} left" if step else ""
+    return f"ladder {name}: step {step}/{total} ({100 * step / total:.0f}%), {duration(elapsed)} elapsed{estimate}"
+
+
+class _Progress(L.Callback):
+    """Logs `progress_line` every `every_s` seconds of pre-training: a log line, not a progress bar,
+    so it reads the same in a terminal, a pipe and a job log. `clock` is injectable for tests."""
+
+    def __init__(self, name: str, total: int, started: float, every_s: float = PROGRESS_EVERY_S,
+                 clock=time.monotonic):
+        self.name, self.total, self.started, self.every_s, self.clock = name, total, started, every_s, clock
+        self.fit_started = self.last = started
+
+    def on_train_start(self, trainer, module):
+        self.fit_started = self.last = self.clock()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        now = self.clock()
+        if now - self.last >= self.every_s or trainer.global_step == self.total:
+            self.last = now
+            log.info(progress_line(self.name, trainer.global_step, self.total, now - self.started,
+                                   now - self.fit_started))
+
+
 def build(model: C.ModelConfig, root: Path) -> None:
     """Train the tokenizer and the model, save every checkpoint, then write the manifest."""
     p = model.pretrain
-    started = time.time()
+    started = time.monotonic()
     if root.exists():
         shutil.rmtree(root)  # an unfinished earlier build
     work = root.with_name(root.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     world = make_world(p.world_seed, p.n_people)
     n_tokens = p.steps * p.batch_size * p.seq_len
-    log.info("building ladder %s: %d steps x %d x %d = %.1fM tokens", root.name, p.steps, p.batch_size,
-             p.seq_len, n_tokens / 1e6)
+    log.info("building ladder %s (once, cached): a tokenizer, then %d steps x %d x %d = %s tokens",
+             root.name, p.steps, p.batch_size, p.seq_len, f"{n_tokens:,}")
     tokenizer = train_tokenizer(corpus(world, p.corpus_seed, TOKENIZER_DOCS)
                                 + vocabulary_lines(_label_words()) * GLOSSARY_REPEATS, model.arch.vocab_size)
     tokenizer.save_pretrained(work / "tokenizer")
@@ -127,14 +161,16 @@ def build(model: C.ModelConfig, root: Path) -> None:
     module = CausalLMModule(lm, lr=p.lr, total_steps=p.steps, warmup_steps=p.warmup_steps)
     trainer = L.Trainer(max_steps=p.steps, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[saver])
+                        callbacks=[saver, _Progress(model.name, p.steps, started)])
     trainer.fit(module, TrainDataModule(rows, p.batch_size, tokenizer.pad_token_id, seed=p.seed))
+    log.info("ladder %s: measuring %d checkpoints (held-out loss, knowledge probe)", model.name,
+             len(model.checkpoints))
     entries = [_measure(work, step, saver.tokens[step], heldout, tokenizer, world) for step in model.checkpoints]
     work.rename(root)
     write_json_atomic(root / "manifest.json", {
         "model": model.name, "key": ladder_key(model), "config": C.as_dict(model),
-        "params": lm.num_parameters(), "build_seconds": round(time.time() - started, 1), "checkpoints": entries})
-    log.info("ladder %s built in %.0f s", root, time.time() - started)
+        "params": lm.num_parameters(), "build_seconds": round(time.monotonic() - started, 1), "checkpoints": entries})
+    log.info("ladder %s built in %s", root, duration(time.monotonic() - started))
 
 
 def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer, world) -> dict:
@@ -209,7 +245,8 @@ def main(argv: list[str]) -> None:
     """Build (if needed) and show the ladder of the model selected by Hydra overrides."""
     from ftdyn.train import compose_config, quiet_libraries
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # rouge_score (absl) has
+    # already set up the root logger at WARNING, on import
     quiet_libraries()
     cfg = C.to_typed(compose_config(argv))
     info = manifest(cfg.model)
