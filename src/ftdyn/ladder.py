@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 LADDER_VERSION = 3  # bump when the build itself changes (corpus, tokenizer, training)
 TOKENIZER_DOCS = 20_000  # corpus documents the BPE vocabulary is learned from
 GLOSSARY_REPEATS = 20  # how often the prompt and label vocabulary appears in that text
-PROGRESS_EVERY_S = 12.0  # a cold build takes minutes: say how far it is at least this often (+1 step)
+PROGRESS_EVERY_S = 14.0  # a cold build takes minutes: say how far it is this often (+1 step, < 15 s)
 
 
 class CheckpointError(RuntimeError):
