@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,7 +43,22 @@ CASES = [
     ("evaluation set empty after removing train examples", ["task.train_size=2700", "task.eval_size=300"],
      ["split validation: no new example", "lower task.train_size or task.eval_size"]),
     ("task file without eval_sets", ["task=broken"], ["task broken: task.eval_sets is empty"]),
+    ("corrupt ladder checkpoint file", ["ckpt.step=40"],  # prepared by _truncated_ladder_copy
+     ["step40/model.safetensors is corrupt or truncated", "to rebuild the ladder (python -m ftdyn.ladder)"]),
 ]
+
+
+def _truncated_ladder_copy(micro_ladder: Path, tmp_path: Path, monkeypatch) -> None:
+    """A private FTDYN_CACHE holding a copy of the micro ladder whose step40 weights are cut to 100
+    bytes (the session's ladder, which other tests use, stays whole)."""
+    cache = tmp_path / "cache"
+    shutil.copytree(micro_ladder, cache / "ladders" / micro_ladder.name)
+    weights = cache / "ladders" / micro_ladder.name / "step40" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    monkeypatch.setenv("FTDYN_CACHE", str(cache))
+
+
+PREPARE = {"corrupt ladder checkpoint file": _truncated_ladder_copy}  #: cases that need more than overrides
 
 
 @pytest.fixture
@@ -62,6 +78,8 @@ def _no_done_marker(root: Path) -> None:
 def test_bad_input_names_the_key_and_what_is_allowed(micro_ladder, tmp_path, monkeypatch, conf_extra,
                                                      case, overrides, fragments):
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
+    if case in PREPARE:
+        PREPARE[case](micro_ladder, tmp_path, monkeypatch)
     job_dir = tmp_path / "job"
     with pytest.raises(Exception) as caught:
         cfg = compose_config(FAST + overrides + [f"hydra.searchpath=[file://{conf_extra}]"])
@@ -104,19 +122,14 @@ def test_non_finite_loss_stops_the_job_at_that_step_and_records_it(micro_ladder,
     assert 1 <= failed["step"] < 10 and f"at step {failed['step']}:" in failed["reason"]
 
 
-def test_truncated_checkpoint_file_is_named_with_how_to_rebuild(micro_ladder, micro_model_cfg, tmp_path,
-                                                                monkeypatch):
-    cache = tmp_path / "cache"
-    shutil.copytree(micro_ladder, cache / "ladders" / micro_ladder.name)
-    weights = cache / "ladders" / micro_ladder.name / "step40" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])
-    monkeypatch.setenv("FTDYN_CACHE", str(cache))
+def test_a_truncated_checkpoint_file_is_named_with_the_ladder_to_delete(micro_ladder, tmp_path, monkeypatch):
+    _truncated_ladder_copy(micro_ladder, tmp_path, monkeypatch)
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
     with pytest.raises(ladder.CheckpointError) as caught:
         jobs.run(compose_config(FAST), tmp_path / "job", train)
-    message = str(caught.value)
-    assert str(weights.parent) in message and f"delete {weights.parent.parent} to rebuild" in message
-    _no_done_marker(tmp_path)
+    copy = tmp_path / "cache" / "ladders" / micro_ladder.name
+    assert f"{copy / 'step40' / 'model.safetensors'} is corrupt or truncated (SafetensorError" in str(caught.value)
+    assert f"delete {copy} to rebuild the ladder" in str(caught.value)
     assert json.loads((tmp_path / "job" / "failed.json").read_text())["reason"].startswith("CheckpointError")
 
 
@@ -166,3 +179,41 @@ def test_a_dataset_empty_after_filtering_fails_the_job_naming_it(micro_ladder, t
     message, failed = _fails_without_done(cfg, tmp_path, monkeypatch)
     assert "nyu-mll/glue/mnli:validation_mismatched is empty after filtering (3 rows read" in message
     assert "empty after filtering" in failed["reason"]
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json"])
+def test_each_corrupt_checkpoint_file_is_named(micro_ladder, micro_model_cfg, tmp_path, monkeypatch, name):
+    cache = tmp_path / "cache"
+    shutil.copytree(micro_ladder, cache / "ladders" / micro_ladder.name)
+    broken = cache / "ladders" / micro_ladder.name / "step20" / name
+    broken.write_bytes(broken.read_bytes()[:50])
+    monkeypatch.setenv("FTDYN_CACHE", str(cache))
+    with pytest.raises(ladder.CheckpointError, match=re.escape(f"{broken} is corrupt or truncated")):
+        ladder.load_checkpoint(micro_model_cfg, 20)
+
+
+def test_a_dry_run_lists_a_bad_job_as_invalid_naming_the_key(capsys, tmp_path, monkeypatch):
+    from hydra import initialize_config_dir
+
+    from ftdyn import sweep
+    from ftdyn.train import CONF_DIR
+
+    monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        sweep.print_jobs([FAST + ["method=lora", "method.rank=0"], FAST + ["method=nope"]], "train")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[0] invalid") and "method.rank=0: must be a positive integer" in lines[1]
+    assert lines[2].startswith("[1] invalid")  # Hydra's MissingConfigException, listed, not raised
+    assert lines[4].startswith("2 jobs (2 invalid)")
+
+
+def test_the_report_lists_a_job_whose_config_it_cannot_read_without_a_run_key(tmp_path, caplog):
+    from ftdyn.report import collect
+
+    job = tmp_path / "sweep" / "0"
+    job.mkdir(parents=True)
+    (job / "config.yaml").write_text("task:\n  name: syn_nli\nmethod:\n  rank: 0\n")  # refused by MethodConfig's checks
+    (job / "failed.json").write_text(json.dumps({"reason": "ConfigError: method.rank=0"}))
+    [found] = collect.find_jobs([tmp_path / "sweep"])
+    assert found.status == "failed" and found.run_key is None
+    assert "cannot compute the run key" in caplog.text and "method.rank=0" in caplog.text

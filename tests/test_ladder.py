@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -52,9 +55,37 @@ def test_a_step_outside_the_ladder_lists_the_available_ones(micro_model_cfg):
         ladder.checkpoint_dir(micro_model_cfg, 7)
 
 
-def test_an_unfinished_build_is_rebuilt(micro_ladder, micro_model_cfg, tmp_path, monkeypatch):
+def test_an_unfinished_build_is_rebuilt_and_says_how_far_it_is(micro_ladder, micro_model_cfg, tmp_path,
+                                                               monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="ftdyn.ladder")
     monkeypatch.setenv("FTDYN_CACHE", str(tmp_path))
     root = ladder.ladder_dir(micro_model_cfg)
     (root / "step5").mkdir(parents=True)  # a build that died before its manifest
     assert ladder.ensure(micro_model_cfg) == root
     assert (root / "manifest.json").exists() and (root / "step40" / "model.safetensors").exists()
+    assert re.search(r"ladder micro: step 40/40 \(100%\), \d+ s elapsed, ~0 s left", caplog.text)
+    assert "ladder micro: measuring 4 checkpoints" in caplog.text
+
+
+def test_the_progress_line_gives_step_share_elapsed_and_time_left():
+    # 120 of 600 steps took 36 s of training: 480 more take ~144 s
+    assert ladder.progress_line("tiny", 120, 600, elapsed=45.0, training=36.0) == \
+        "ladder tiny: step 120/600 (20%), 45 s elapsed, ~2 min left"
+    assert ladder.progress_line("tiny", 0, 600, elapsed=3.0, training=0.0) == "ladder tiny: step 0/600 (0%), 3 s elapsed"
+
+
+def test_the_build_logs_progress_at_least_every_15_s(caplog):
+    caplog.set_level(logging.INFO, logger="ftdyn.ladder")
+    now = [9.0]  # a fake clock: the tokenizer took 9 s, then each step 0.3 s
+    progress = ladder._Progress("tiny", total=600, started=0.0, every_s=15.0, clock=lambda: now[0])
+    progress.on_train_start(None, None)
+    logged_at = [now[0]]
+    for step in range(1, 601):
+        now[0] += 0.3
+        count = len(caplog.records)
+        progress.on_train_batch_end(SimpleNamespace(global_step=step), None, None, None, step - 1)
+        if len(caplog.records) > count:
+            logged_at.append(now[0])
+    gaps = [b - a for a, b in zip(logged_at, logged_at[1:])]
+    assert len(gaps) == 12 and max(gaps) <= 15 + 0.3  # 180 s of training, a line per 15 s
+    assert caplog.records[-1].getMessage() == "ladder tiny: step 600/600 (100%), 3 min elapsed, ~0 s left"

@@ -6,30 +6,75 @@ import math
 
 import pytest
 import torch
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from ftdyn.evaluate import rouge_l
-from ftdyn.metrics import agreement, calibration, ece_mce, fit_temperature, forgetting
+from ftdyn.metrics import agreement, bin_edges, calibration, ece_mce, fit_temperature, forgetting, reliability_bins
+
+
+def probabilities_with(confidence, correct, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows whose max-softmax confidence is exactly `confidence` (float32), on class 0; the label
+    is 0 where `correct`, else 1."""
+    top = torch.tensor(confidence, dtype=torch.float32)
+    rest = ((1 - top) / (classes - 1)).unsqueeze(-1).expand(-1, classes - 1)
+    assert (top >= rest[:, 0]).all()
+    return torch.cat([top.unsqueeze(-1), rest], -1), 1 - torch.tensor(correct).long()
 
 
 def test_ece_and_mce_by_hand():
-    # bins of width 1/15: 0.95 and 0.99 share the last bin, 0.55 and 0.6 the 9th, 0.3 the 5th.
-    confidence = torch.tensor([0.95, 0.99, 0.55, 0.6, 0.3])
-    correct = torch.tensor([1, 0, 1, 1, 0])
-    # last bin: acc 0.5, conf 0.97 -> gap 0.47; 9th: acc 1, conf 0.575 -> 0.425; 5th: acc 0, conf 0.3 -> 0.3
-    ece, mce = ece_mce(confidence, correct)
-    assert ece == pytest.approx(2 / 5 * 0.47 + 2 / 5 * 0.425 + 1 / 5 * 0.3)
-    assert mce == pytest.approx(0.47)
+    # bins of width 1/15: 0.95 and 0.99 share the last bin, 0.55 and 0.58 the 9th, 0.3 the 5th.
+    probabilities, labels = probabilities_with([0.95, 0.99, 0.55, 0.58, 0.3], [1, 0, 1, 1, 0])
+    # last bin: acc 0.5, conf 0.97 -> gap 0.47; 9th: acc 1, conf 0.565 -> 0.435; 5th: acc 0, conf 0.3 -> 0.3
+    ece, mce = ece_mce(probabilities, labels)
+    assert ece == pytest.approx(2 / 5 * 0.47 + 2 / 5 * 0.435 + 1 / 5 * 0.3, abs=1e-6)
+    assert mce == pytest.approx(0.47, abs=1e-6)
 
 
-def test_a_confidence_on_a_bin_edge_falls_in_the_lower_bin():
-    ece, _ = ece_mce(torch.tensor([1 / 15, 1 / 15 + 1e-6]), torch.tensor([1, 1]))
-    assert ece == pytest.approx(1 - (1 / 15 + 1 / 15 + 1e-6) / 2)
+def test_a_confidence_on_a_bin_edge_falls_in_the_lower_bin_as_the_definition_says():
+    """seed-methods §3.3 bins lower < c <= upper. The edge is torchmetrics' float32 edge 9/15."""
+    edge = float(bin_edges()[9])
+    above = float(torch.nextafter(torch.tensor(edge), torch.tensor(1.0)))
+    probabilities, labels = probabilities_with([edge, above], [1, 0])
+    ece, mce = ece_mce(probabilities, labels)
+    # the edge alone in bin 8 (gap 1 - edge), the one above alone in bin 9 (gap above)
+    assert ece == pytest.approx((1 - edge) / 2 + above / 2, abs=1e-6)
+    assert mce == pytest.approx(above, abs=1e-6)
+
+
+def test_a_confidence_of_one_shares_the_last_bin():
+    # 1.0 (wrong) and 0.95 (right) are both in (14/15, 1]: one bin, acc 0.5, conf 0.975
+    probabilities, labels = probabilities_with([1.0, 0.95], [0, 1])
+    assert ece_mce(probabilities, labels) == pytest.approx((0.475, 0.475), abs=1e-6)
+
+
+def test_torchmetrics_alone_bins_the_other_way_at_edges():
+    """Why ece_mce moves confidences one float32 step down: torchmetrics bins lower <= c < upper and
+    counts c == 1 in a bin of its own (torchmetrics#3510). If this fails, torchmetrics changed its
+    binning: check ece_mce's tests, and drop the step if they pass without it."""
+    probabilities, labels = probabilities_with([1.0, 0.95], [0, 1])
+    raw = [float(multiclass_calibration_error(probabilities, labels, num_classes=4, norm=n)) for n in ("l1", "max")]
+    assert raw == pytest.approx([1 / 2 * 1.0 + 1 / 2 * 0.05, 1.0], abs=1e-6)
+
+
+def test_reliability_bins_give_the_same_ece_and_mce():
+    """The report draws `reliability_bins`; the ECE/MCE rows come from torchmetrics: one binning."""
+    torch.manual_seed(0)
+    probabilities = torch.softmax(torch.randn(500, 3) * 4, -1)
+    probabilities[:20] = torch.tensor([1.0, 0.0, 0.0])  # saturated
+    probabilities[20:40] = torch.tensor([float(bin_edges()[10]), 0.2, 1 - float(bin_edges()[10]) - 0.2])  # on an edge
+    labels = torch.randint(0, 3, (500,))
+    confidence, predicted = probabilities.max(-1)
+    bins = reliability_bins(confidence, predicted == labels)
+    assert sum(count for _, count, _, _ in bins) == 500
+    gaps = [abs(accuracy - mean_confidence) for _, _, mean_confidence, accuracy in bins]
+    ece = sum(count / 500 * gap for (_, count, _, _), gap in zip(bins, gaps))
+    assert ece_mce(probabilities, labels) == pytest.approx((ece, max(gaps)), abs=1e-6)
+    assert [b for b, *_ in bins if b >= 14] == [14]  # no bin past the last one
 
 
 def test_perfectly_calibrated_predictions_have_zero_error():
-    confidence = torch.full((10,), 0.7, dtype=torch.float64)
-    correct = torch.tensor([1] * 7 + [0] * 3)
-    assert ece_mce(confidence, correct) == pytest.approx((0.0, 0.0))
+    probabilities, labels = probabilities_with([0.7] * 10, [1] * 7 + [0] * 3)
+    assert ece_mce(probabilities, labels) == pytest.approx((0.0, 0.0), abs=1e-6)
 
 
 def test_temperature_scaling_recovers_a_planted_temperature():

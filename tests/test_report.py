@@ -3,6 +3,7 @@ every derived table and figure, numbers checked against hand computations, no jo
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -221,3 +222,51 @@ def test_command_line_prints_the_table_lists_failures_and_ends_with_the_sweep(sw
     assert any(line.startswith("failed job: ") and "CUDA out of memory" in line for line in lines)
     assert any(line.startswith("unfinished job (running or killed): ") and "killed" in line for line in lines)
     assert (tmp_path / "r" / "index.html").is_file()
+
+
+def headline_sweep(root: Path) -> Path:
+    """Checkpoints {10, 40} x tasks {syn_nli, syn_para}, SFT, with every headline measurement at
+    known values: in-domain 0.4 -> 0.8 + ckpt / 1000, two OOD sets (0.3, 0.5) -> (0.5, 0.7), the
+    probe 0.2 -> 0.15, held-out loss 4.0 -> 4.5 (and rows the table leaves out: ECE, forget_kl)."""
+    sweep = root / "sweep"
+    for i, (task, ckpt) in enumerate(itertools.product(["syn_nli", "syn_para"], [10, 40])):
+        rows = []
+        for stage, shift in (("before", 0.0), ("after", 1.0)):
+            rows += [row("test", "in_domain", stage, "acc", 0.4 + shift * (0.4 + ckpt / 1000)),
+                     row("test", "in_domain", stage, "ece", 0.3),
+                     row("ood_a", "out_of_domain", stage, "acc", 0.3 + shift * 0.2),
+                     row("ood_b", "out_of_domain", stage, "acc", 0.5 + shift * 0.2),
+                     row("world_facts", "probe", stage, "acc", 0.2 - shift * 0.05, prompt=None),
+                     row("tinyworld_heldout", "pretrain", stage, "pretrain_loss", 4.0 + shift * 0.5, prompt=None),
+                     row("tinyworld_heldout", "pretrain", stage, "forget_kl", shift * 0.1, prompt=None)]
+        write_job(sweep, str(i), facts(f"k{i}", task, ckpt), rows)
+    return sweep
+
+
+def test_command_line_prints_one_before_after_row_per_checkpoint_and_task(tmp_path, capsys):
+    from ftdyn.report.build import main
+
+    sweep = headline_sweep(tmp_path)
+    main([str(sweep)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"results: {sweep.resolve()}"
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["task", "ckpt"])
+    assert lines[header].split()[2:] == ["in-domain", "out-of-domain", "probe", "held-out", "loss"]
+    table = {}
+    for line in lines[header + 1:header + 5]:
+        task, ckpt, *_ = line.split()
+        table[task, int(ckpt)] = re.findall(r"(\d\.\d{3}) → (\d\.\d{3})", line)
+    assert table == {(task, ckpt): [("0.400", f"{0.8 + ckpt / 1000:.3f}"), ("0.400", "0.600"), ("0.200", "0.150"),
+                                    ("4.000", "4.500")]
+                     for task in ("syn_nli", "syn_para") for ckpt in (10, 40)}
+    assert len(lines) == header + 5 + 2  # the table, then the report's path and the results line
+
+
+def test_the_headline_keeps_the_design_a_sweep_varies(report):
+    _, table, _ = report
+    headline = tables.headline(table[table["status"] == "finished"])
+    assert list(headline.columns[:5]) == ["task", "ckpt_step", "method", "lora_rank", "replay_rate"]
+    assert not headline.duplicated(["task", "ckpt_step", "method", "lora_rank", "replay_rate"]).any()
+    lora = headline[headline["method"] == "lora"].set_index("lora_rank")
+    assert sorted(lora.index) == [2, 4, 8, 16]
+    assert lora.loc[8, ["in-domain before", "in-domain after"]].tolist() == pytest.approx([0.4, 0.7])

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, get_linear_schedule_with_warmup
 
 from ftdyn import config as C
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 LADDER_VERSION = 3  # bump when the build itself changes (corpus, tokenizer, training)
 TOKENIZER_DOCS = 20_000  # corpus documents the BPE vocabulary is learned from
 GLOSSARY_REPEATS = 20  # how often the prompt and label vocabulary appears in that text
+PROGRESS_EVERY_S = 14.0  # a cold build takes minutes: say how far it is this often (+1 step, < 15 s)
 
 
 class CheckpointError(RuntimeError):
@@ -106,18 +108,51 @@ class _SaveAtSteps(L.Callback):
             self.tokens[step] = module.tokens_seen
 
 
+def duration(seconds: float) -> str:
+    """`45 s` under two minutes, else `3 min`: what a person reads at a glance."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def progress_line(name: str, step: int, total: int, elapsed: float, training: float) -> str:
+    """`ladder tiny: step 120/600 (20%), 45 s elapsed, ~3 min left`: the time left extrapolates the
+    training seconds per step so far (`training`: seconds since the first step began)."""
+    left = training / step * (total - step) if step else float("nan")
+    estimate = f", ~{duration(left)} left" if step else ""
+    return f"ladder {name}: step {step}/{total} ({100 * step / total:.0f}%), {duration(elapsed)} elapsed{estimate}"
+
+
+class _Progress(L.Callback):
+    """Logs `progress_line` every `every_s` seconds of pre-training: a log line, not a progress bar,
+    so it reads the same in a terminal, a pipe and a job log. `clock` is injectable for tests."""
+
+    def __init__(self, name: str, total: int, started: float, every_s: float = PROGRESS_EVERY_S,
+                 clock=time.monotonic):
+        self.name, self.total, self.started, self.every_s, self.clock = name, total, started, every_s, clock
+        self.fit_started = self.last = started
+
+    def on_train_start(self, trainer, module):
+        self.fit_started = self.last = self.clock()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        now = self.clock()
+        if now - self.last >= self.every_s or trainer.global_step == self.total:
+            self.last = now
+            log.info(progress_line(self.name, trainer.global_step, self.total, now - self.started,
+                                   now - self.fit_started))
+
+
 def build(model: C.ModelConfig, root: Path) -> None:
     """Train the tokenizer and the model, save every checkpoint, then write the manifest."""
     p = model.pretrain
-    started = time.time()
+    started = time.monotonic()
     if root.exists():
         shutil.rmtree(root)  # an unfinished earlier build
     work = root.with_name(root.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     world = make_world(p.world_seed, p.n_people)
     n_tokens = p.steps * p.batch_size * p.seq_len
-    log.info("building ladder %s: %d steps x %d x %d = %.1fM tokens", root.name, p.steps, p.batch_size,
-             p.seq_len, n_tokens / 1e6)
+    log.info("building ladder %s (once, cached): a tokenizer, then %d steps x %d x %d = %s tokens",
+             root.name, p.steps, p.batch_size, p.seq_len, f"{n_tokens:,}")
     tokenizer = train_tokenizer(corpus(world, p.corpus_seed, TOKENIZER_DOCS)
                                 + vocabulary_lines(_label_words()) * GLOSSARY_REPEATS, model.arch.vocab_size)
     tokenizer.save_pretrained(work / "tokenizer")
@@ -131,14 +166,16 @@ def build(model: C.ModelConfig, root: Path) -> None:
                                               num_training_steps=p.steps))
     trainer = L.Trainer(max_steps=p.steps, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[saver])
+                        callbacks=[saver, _Progress(model.name, p.steps, started)])
     trainer.fit(module, TrainDataModule(rows, p.batch_size, tokenizer.pad_token_id, seed=p.seed))
+    log.info("ladder %s: measuring %d checkpoints (held-out loss, knowledge probe)", model.name,
+             len(model.checkpoints))
     entries = [_measure(work, step, saver.tokens[step], heldout, tokenizer, world) for step in model.checkpoints]
     work.rename(root)
     write_json_atomic(root / "manifest.json", {
         "model": model.name, "key": ladder_key(model), "config": C.as_dict(model),
-        "params": lm.num_parameters(), "build_seconds": round(time.time() - started, 1), "checkpoints": entries})
-    log.info("ladder %s built in %.0f s", root, time.time() - started)
+        "params": lm.num_parameters(), "build_seconds": round(time.monotonic() - started, 1), "checkpoints": entries})
+    log.info("ladder %s built in %s", root, duration(time.monotonic() - started))
 
 
 def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer, world) -> dict:
@@ -159,12 +196,39 @@ def load_checkpoint(model: C.ModelConfig, step: int):
             remote = model.trust_remote_code  # never True unless model.trust_remote_code=true is set
             lm = LlamaForCausalLM.from_pretrained(path, trust_remote_code=remote)
             tokenizer = PreTrainedTokenizerFast.from_pretrained(path, trust_remote_code=remote)
-        except Exception as err:  # safetensors, json and OS errors all mean the same here
-            raise CheckpointError(f"cannot load checkpoint step {step} from {path} ({type(err).__name__}: {err}); "
-                                  f"a file there is corrupt or truncated: delete {path.parent} to rebuild the "
-                                  "ladder (python -m ftdyn.ladder)") from err
+        except UNREADABLE as err:
+            raise _checkpoint_error(path, step, err) from err
     fingerprints.record(record_name(model), step, lm, revision)
     return lm, tokenizer
+
+
+#: What a corrupt, truncated or missing checkpoint file raises while loading: safetensors' header
+#: check, transformers' OSError for a config.json that does not parse or a file that is absent,
+#: the json module on a tokenizer file, and a file cut inside a UTF-8 character.
+UNREADABLE = (SafetensorError, OSError, json.JSONDecodeError, UnicodeDecodeError)
+
+
+def _checkpoint_error(path: Path, step: int, err: Exception) -> CheckpointError:
+    """A CheckpointError naming the file that cannot be read (found by reading each file), or the
+    checkpoint directory when no single file is to blame, and how to rebuild the ladder."""
+    culprit = _unreadable_file(path)
+    where = f"{culprit} is corrupt or truncated" if culprit else f"cannot load it from {path}"
+    return CheckpointError(f"checkpoint step {step} of the ladder: {where} ({type(err).__name__}: {err}); "
+                           f"delete {path.parent} to rebuild the ladder (python -m ftdyn.ladder)")
+
+
+def _unreadable_file(path: Path) -> Path | None:
+    """The first safetensors or JSON file in `path` that does not parse, if any."""
+    for file in sorted(path.glob("*")):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(file, "pt"):  # checks the header against the file's length
+                    pass
+            elif file.suffix == ".json":
+                json.loads(file.read_text())
+        except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError):
+            return file
+    return None
 
 
 def record_name(model: C.ModelConfig) -> str:
@@ -186,7 +250,8 @@ def main(argv: list[str]) -> None:
     """Build (if needed) and show the ladder of the model selected by Hydra overrides."""
     from ftdyn.train import compose_config, quiet_libraries
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # rouge_score (absl) has
+    # already set up the root logger at WARNING, on import
     quiet_libraries()
     cfg = C.to_typed(compose_config(argv))
     info = manifest(cfg.model)

@@ -7,20 +7,40 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 N_BINS = 15  # Tomihari & Sato's calibration bins
 MAX_LOG_T = 7.0  # temperatures are fitted within [e^-7, e^7] ~ [0.001, 1100]
 
 
+def bin_edges(n_bins: int = N_BINS) -> torch.Tensor:
+    """The equal-width bin edges 0, 1/n, ..., 1, in float32 as torchmetrics draws them."""
+    return torch.linspace(0, 1, n_bins + 1, dtype=torch.float32)
+
+
+def _edge_to_lower_bin(probabilities) -> torch.Tensor:
+    """Probabilities in float32, one representable step towards 0.
+
+    The definition (seed-methods §3.3) bins lower < c <= upper. torchmetrics bins lower <= c < upper
+    and counts c == 1 in a hidden 16th bin of its own (torchmetrics#3510): in float32 a softmax
+    saturates to exactly 1 at a logit gap of ~17, so a confident model sends real predictions there.
+    One step down puts a confidence on an edge (1 included) into the bin below, as the definition
+    does, and moves every mean confidence by under 6e-8. Order, and so every argmax, is kept.
+    """
+    probabilities = torch.as_tensor(probabilities).float()
+    return torch.nextafter(probabilities, torch.zeros_like(probabilities))
+
+
 def reliability_bins(confidence, correct, n_bins: int = N_BINS) -> list[tuple[int, int, float, float]]:
     """Per non-empty equal-width confidence bin: (index, count, mean confidence, accuracy).
 
-    A prediction falls in bin b when b/n_bins < confidence <= (b+1)/n_bins (a confidence of 0
-    goes in bin 0). The one binning of ECE/MCE and of the report's reliability diagrams.
+    A prediction falls in bin b when edge b < confidence <= edge b+1 (`bin_edges`; a confidence of
+    0 goes in bin 0): the binning `ece_mce` gets from torchmetrics, so the report's reliability
+    diagrams show the bins the ECE/MCE rows were computed from.
     """
     confidence = torch.as_tensor(confidence, dtype=torch.float64)
     correct = torch.as_tensor(correct, dtype=torch.float64)
-    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+    bins = (torch.bucketize(_edge_to_lower_bin(confidence), bin_edges(n_bins), right=True) - 1).clamp(0, n_bins - 1)
     out = []
     for b in bins.unique().tolist():
         inside = bins == b
@@ -28,13 +48,17 @@ def reliability_bins(confidence, correct, n_bins: int = N_BINS) -> list[tuple[in
     return out
 
 
-def ece_mce(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = N_BINS) -> tuple[float, float]:
-    """Expected and maximum calibration error over `reliability_bins`:
-    ECE = sum_b |b|/n * |acc_b - conf_b|; MCE = max_b |acc_b - conf_b| over non-empty bins."""
-    bins = reliability_bins(confidence, correct, n_bins)
-    gaps = [abs(accuracy - mean_confidence) for _, _, mean_confidence, accuracy in bins]
-    ece = sum(count / len(confidence) * gap for (_, count, _, _), gap in zip(bins, gaps))
-    return ece, max(gaps, default=0.0)
+def ece_mce(probabilities: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> tuple[float, float]:
+    """Expected and maximum calibration error of max-softmax confidence, by torchmetrics, over
+    `n_bins` equal-width bins (lower < c <= upper, see `_edge_to_lower_bin`):
+    ECE = sum_b |b|/n * |acc_b - conf_b|; MCE = max_b |acc_b - conf_b| over non-empty bins.
+
+    `probabilities` is (examples, classes), each row a distribution (absent choices 0).
+    """
+    probabilities, labels = _edge_to_lower_bin(probabilities), torch.as_tensor(labels).long()
+    errors = [multiclass_calibration_error(probabilities, labels, num_classes=probabilities.shape[-1],
+                                           n_bins=n_bins, norm=norm) for norm in ("l1", "max")]
+    return float(errors[0]), float(errors[1])
 
 
 def _scaled(logits: torch.Tensor, temperature) -> torch.Tensor:
@@ -71,9 +95,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
     """ECE and MCE of softmax(logits / temperature) against `labels`."""
-    probs = torch.softmax(_scaled(logits.double(), temperature), -1)
-    confidence, predicted = probs.max(-1)
-    ece, mce = ece_mce(confidence, predicted == labels)
+    ece, mce = ece_mce(torch.softmax(_scaled(logits.double(), temperature), -1), labels)
     return {"ece": ece, "mce": mce}
 
 

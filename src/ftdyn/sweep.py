@@ -23,8 +23,10 @@ from pathlib import Path
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from ftdyn import config as C
 from ftdyn import jobs, results
@@ -78,7 +80,8 @@ def print_jobs(all_overrides: list[list[str]], config_name: str) -> None:
         try:
             cfg, _ = jobs.pop_flags(compose(config_name, overrides=overrides))
             run = C.to_typed(cfg)
-        except Exception as err:  # a bad job is listed, not fatal: the sweep would record it as failed
+        except (HydraException, OmegaConfBaseException, C.ConfigError) as err:  # listed, not fatal: the sweep
+            # would record the job as failed
             counts["invalid"] = counts.get("invalid", 0) + 1
             print(f"[{num}] invalid          {shown}\n      {str(err).splitlines()[-1].strip()}")
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -40,13 +41,15 @@ C.register()
 
 
 def quiet_libraries() -> None:
-    """Keep job logs to what matters: no per-load progress bars or accelerator banners."""
+    """Keep job logs to what matters: no per-load progress bars, accelerator banners, or the
+    libraries' warnings about each other (Lightning on torch's pytree: once per job process)."""
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -118,7 +121,8 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     results.mark_done(job_dir, key)
     stages = plan(run.method)
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
-    log.info("job %s done in %.1f s: %s", key, time.time() - clock.started, job_dir)
+    log.info("job %s done in %.0f s: %s, checkpoint %s, %s", key, time.time() - clock.started, run.task.name,
+             run.ckpt_step, run.method.name)
     return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
 
 

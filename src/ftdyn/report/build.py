@@ -19,7 +19,8 @@ from ftdyn.report.wandb_log import log_tables
 
 log = logging.getLogger(__name__)
 
-PRINTED = ["task", "ckpt_step", *tables.DESIGN, "split_kind", "eval_set", "metric", "before", "after"]
+LEGEND = ("before → after fine-tuning. in-domain, out-of-domain: acc (rougeL for generation), mean over\n"
+          "the task's sets; probe: knowledge-probe acc; held-out loss: LM loss on pre-training text (up = forgetting)")
 
 
 def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], out: Path,
@@ -110,7 +111,24 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFra
     return table, jobs
 
 
+def console_table(headline: pd.DataFrame) -> str:
+    """The headline table as text: key columns, then one `before → after` column per measurement."""
+    measures = [name for name in tables.HEADLINE if f"{name} after" in headline]
+    keys = [c for c in headline.columns if not c.endswith((" before", " after"))]
+    shown = headline[keys].astype(object).where(headline[keys].notna(), "-").rename(columns={"ckpt_step": "ckpt"})
+    for name in measures:
+        shown[name] = [f"{_number(b)} → {_number(a)}" for b, a in
+                       zip(headline[f"{name} before"], headline[f"{name} after"])]
+    return shown.to_string(index=False)
+
+
+def _number(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3f}"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Write the report; print the headline table, any failed or unfinished job, and, last,
+    `results: DIR` (the rest is in the report's index.html and CSV files)."""
     parser = argparse.ArgumentParser(description="Report of one or more sweeps: tables, figures, index.html.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories (job directories under them)")
     parser.add_argument("--out", type=Path, help="report directory (default: <first sweep>/report)")
@@ -119,13 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.dirs[0] / "report"
     table, jobs = build_report(args.dirs, out, args.seed)
-    printed = tables.before_after(table[table["status"] == "finished"], pd.DataFrame())
-    with pd.option_context("display.max_rows", 500, "display.width", 160, "display.float_format", "{:.3f}".format):
-        print(printed[[c for c in PRINTED if c in printed]].to_string(index=False))
+    headline = tables.headline(table[table["status"] == "finished"])
+    print(LEGEND if not headline.empty else "no finished job: nothing to compare before and after")
+    if not headline.empty:
+        print(console_table(headline))
     for job in jobs:
         if job.status == "failed":
             print(f"failed job: {job.path} ({job.reason}, step {job.step})")
         elif job.status == "unfinished":
             print(f"unfinished job (running or killed): {job.path}")
-    print(f"report: {(out / 'index.html').resolve()}")
+    print(f"report (every table and figure): {(out / 'index.html').resolve()}")
     print(f"results: {args.dirs[0].resolve()}")

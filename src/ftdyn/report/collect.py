@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ftdyn import config as C
 from ftdyn import results
@@ -74,7 +75,8 @@ def _config_key(config: dict) -> str | None:
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(C.TrainConfig), config))
         return results.run_key(typed)
-    except Exception as err:  # an older or hand-edited config: list the job anyway, without a key
+    except (OmegaConfBaseException, C.ConfigError) as err:  # an older or hand-edited config: list the
+        # job anyway, without a key
         log.warning("cannot compute the run key of %s: %s", config.get("task"), err)
         return None
 

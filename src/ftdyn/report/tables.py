@@ -26,6 +26,9 @@ PRIMARY = ("acc", "rougeL")  #: the score of a classification / a generation eva
 KIND_ORDER = {"in_domain": 0, "out_of_domain": 1, "cross_task": 2, "probe": 3, "pretrain": 4}
 FORGET = "forget_ce"  #: Kalajdzievski's L_f: cross-entropy to the base model's soft next-token targets
 CALIBRATION = ["ece", "mce", "ece_ts", "mce_ts"]
+#: The headline measurements, each a mean over a run's sets of one kind: column -> (split kind, metrics)
+HEADLINE = {"in-domain": ("in_domain", PRIMARY), "out-of-domain": ("out_of_domain", PRIMARY),
+            "probe": ("probe", ("acc",)), "held-out loss": ("pretrain", ("pretrain_loss",))}
 
 
 def varying(table: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -53,6 +56,25 @@ def before_after(table: pd.DataFrame, examples: pd.DataFrame, seed: int = 0) -> 
     wide = wide.sort_values(["task", "ckpt_step", *keys[2:-3], "kind_order", "eval_set", "metric"])
     stages = [c for c in ("before", "before_lo", "before_hi", "after", "after_lo", "after_hi") if c in wide]
     return wide[keys + stages].reset_index(drop=True)
+
+
+def headline(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per checkpoint x task (x varied method, LoRA rank, replay rate): for each `HEADLINE`
+    measurement, `<name> before` and `<name> after`, the mean over a run's sets of that kind, then
+    over runs. A measurement no job wrote has no columns. The table `python -m ftdyn.report` prints."""
+    scored = table[table["stage"].isin(["before", "after"])]
+    if scored.empty:
+        return pd.DataFrame()
+    keys = ["task", "ckpt_step", *varying(scored, [c for c in DESIGN if c != "prompt"])]
+    out = scored.drop_duplicates(keys)[keys].set_index(keys)
+    for name, (split_kind, metrics) in HEADLINE.items():
+        rows = scored[(scored["split_kind"] == split_kind) & scored["metric"].isin(metrics)]
+        if rows.empty:
+            continue
+        per_run = rows.groupby([*keys, "run_key", "stage"], dropna=False)["value"].mean()
+        wide = per_run.groupby([*keys, "stage"], dropna=False).mean().unstack("stage")
+        out = out.join(wide.reindex(columns=["before", "after"]).add_prefix(f"{name} "), how="left")
+    return out.reset_index().sort_values(["task", "ckpt_step"], kind="stable").reset_index(drop=True)
 
 
 def _intervals(scored: pd.DataFrame, examples: pd.DataFrame, keys: list[str], seed: int) -> pd.DataFrame:
