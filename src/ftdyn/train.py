@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -118,7 +117,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     results.mark_done(job_dir, key)
     stages = plan(run.method)
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
-    log.info("job %s done in %.1f s: %s", key, time.time() - clock.started, job_dir)
+    log.info("job %s done in %.1f s: %s", key, clock.this_process(), job_dir)
     return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
 
 
