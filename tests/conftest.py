@@ -10,7 +10,10 @@ before anything reads it, and every subprocess a test starts inherits it:
   built once per session into a temporary FTDYN_CACHE, there is no FTDYN_DATA_DIR, and every
   test gets its own empty FTDYN_OUT (fixture `outputs`), so tests never share a run store;
 - launcher variables (a shell inside a SLURM allocation or torchrun) are dropped: tests that
-  need them set them.
+  need them set them;
+- torch computes on one CPU thread per process. The tiny models are bound by per-op overhead,
+  so this costs little alone (~10%); with two threads, beside one busy process the same tests
+  took 2x as long, and on a loaded machine some took 100x (0.9 s -> 180 s): the threads spin.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import pytest
 FOREIGN_PREFIXES = ("FTDYN_", "WANDB_", "HF_", "TRANSFORMERS_", "SLURM_", "SUBMITIT_")
 FOREIGN_NAMES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 TEST_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "HF_HUB_DISABLE_TELEMETRY": "1", "WANDB_MODE": "offline"}
+            "HF_HUB_DISABLE_TELEMETRY": "1", "WANDB_MODE": "offline",
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _own_environment() -> None:
@@ -40,9 +44,13 @@ def _own_environment() -> None:
 
 _own_environment()
 
+import torch  # noqa: E402  (after OMP_NUM_THREADS is set)
+
 from ftdyn import config as C  # noqa: E402  (after FTDYN_CACHE is set)
 from ftdyn import ladder  # noqa: E402
 from ftdyn.train import compose_config  # noqa: E402
+
+torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 says, in case something imported torch before it was set
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
