@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: run test test-all test-gpu env study study-name figures clean
+.PHONY: run test test-fast test-gpu env study study-name figures clean
 
 # Named studies are conf/experiment/<name>.yaml (docs/studies.md); `_`-files are shared bases.
 STUDIES := $(filter-out _%,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
@@ -41,13 +41,16 @@ figures:
 	  else echo "docs/figures/$$name/ kept: no figures in $$report (make study NAME=$$name first)"; fi; \
 	done
 
-test: $(VENV)/.installed
-	$(PY) -m pytest -q
+# Tests by marker (pyproject.toml). The tests set their own environment (tests/conftest.py),
+# whatever the shell holds. pytest exits 5 when a selection holds no test; every selection here
+# holds some (without a CUDA device test-gpu's are collected and skipped: exit 0).
+test: $(VENV)/.installed  ## the whole CPU suite, what CI runs: all but `gpu` (<= 15 min on 2 cores)
+	$(PY) -m pytest -q -m "not gpu"
 
-test-all: $(VENV)/.installed
-	$(PY) -m pytest -q -m "slow or not slow"
+test-fast: $(VENV)/.installed  ## what you run while working: no `slow`, no `gpu` (<= 3 min on 2 cores)
+	$(PY) -m pytest -q -m "not slow and not gpu"
 
-test-gpu: $(VENV)/.installed
+test-gpu: $(VENV)/.installed  ## the `gpu` tests; each skips itself without a CUDA device
 	$(PY) -m pytest -q -m gpu
 
 env: $(VENV)/.installed

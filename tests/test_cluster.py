@@ -71,15 +71,15 @@ def test_local_jobs_runs_a_two_job_sweep_as_separate_processes(micro_ladder, tmp
 
 
 @pytest.mark.slow
-def test_ddp_inside_a_multirun_trains_on_two_ranks_and_writes_one_result_set_per_job(micro_ladder, tmp_path):
+def test_ddp_inside_a_multirun_trains_on_two_ranks_and_writes_one_result_set_per_job(micro_ladder, tmp_path, outputs):
     sweep = tmp_path / "sweep"
     out = _sweep(["hydra/launcher=local_jobs", *SMALL, "method.max_steps=4", "seed=0,1", "trainer=ddp",
                   "trainer.accelerator=cpu", "trainer.precision=32-true", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     # no extra sweeps, no per-rank job directories: the sweep holds exactly its two jobs
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "1", "multirun.yaml"]
-    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["jobs"]  # no sweeps or runs started by ranks
-    assert len(list((tmp_path / "outputs" / "jobs").iterdir())) == 2  # one run store per job, none per rank
+    assert sorted(p.name for p in outputs.iterdir()) == ["jobs"]  # no sweeps or runs started by ranks
+    assert len(list((outputs / "jobs").iterdir())) == 2  # one run store per job, none per rank
     assert len(list(tmp_path.rglob("multirun.yaml"))) == 1
     for job in (sweep / "0", sweep / "1"):
         rows = _rows(job)
@@ -98,7 +98,7 @@ def test_ddp_inside_a_multirun_trains_on_two_ranks_and_writes_one_result_set_per
 
 
 @pytest.mark.slow
-def test_a_single_ddp_run_has_its_second_rank_started_by_lightning(micro_ladder, tmp_path):
+def test_a_single_ddp_run_has_its_second_rank_started_by_lightning(micro_ladder, tmp_path, outputs):
     """Outside a multirun Lightning's own launcher may start the ranks: it re-runs the command
     line with the same Hydra run dir. Two stages (lpft), one result set, both ranks trained."""
     job = tmp_path / "job"
@@ -107,7 +107,7 @@ def test_a_single_ddp_run_has_its_second_rank_started_by_lightning(micro_ladder,
                          cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (job / "train_ddp_process_1.log").exists()  # rank 1, started by Lightning into the same run dir
-    assert len(list((tmp_path / "outputs" / "jobs").iterdir())) == 1 and (job / "done").exists()
+    assert len(list((outputs / "jobs").iterdir())) == 1 and (job / "done").exists()
     rows = _rows(job)
     keys = [(r["stage"], r["eval_set"], r["split_kind"], r["prompt"], r["metric"]) for r in rows]
     assert len(keys) == len(set(keys)), "a row was written twice"
@@ -246,13 +246,14 @@ def test_without_a_signal_training_runs_to_the_end_and_the_handler_is_restored(t
 
 
 @pytest.mark.slow
-def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wandb_run(micro_ladder, tmp_path):
+def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wandb_run(micro_ladder, tmp_path,
+                                                                                     outputs):
     job, wandb_dir = tmp_path / "job", tmp_path / "wandb"
     wandb_dir.mkdir()
     args = [PYTHON, "-m", "ftdyn.train", *MICRO, "method.epochs=2", "trainer.threads=1", "logger=wandb",
             f"hydra.run.dir={job}"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
-    store = tmp_path / "outputs" / "jobs" / results.run_key(C.to_typed(compose_config(args[3:-1])))
+    store = outputs / "jobs" / results.run_key(C.to_typed(compose_config(args[3:-1])))
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (store / "wandb_id").exists() and first.poll() is None and time.time() < deadline:
@@ -277,7 +278,7 @@ def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wand
 
 
 @pytest.mark.slow
-def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_finishes(micro_ladder, tmp_path):
+def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_finishes(micro_ladder, tmp_path, outputs):
     """The whole cycle under submitit's local executor, as under SLURM: SIGUSR2 to the running job ->
     a checkpoint at the next batch end -> submitit pickles the job again and exits 144 -> its
     controller starts the job again -> the job resumes from that checkpoint, in the same W&B run,
@@ -286,7 +287,7 @@ def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_fini
     wandb_dir.mkdir()
     args = [*MICRO, "task.eval_size=10", "method.epochs=2", "trainer.threads=1", "trainer.checkpoint_every_n_steps=5",
             "logger=wandb"]
-    store = tmp_path / "outputs" / "jobs" / results.run_key(C.to_typed(compose_config(args)))
+    store = outputs / "jobs" / results.run_key(C.to_typed(compose_config(args)))
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
     launch = subprocess.Popen([PYTHON, "-m", "ftdyn.train", "-m", "hydra/launcher=local_jobs", *args,
                                f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, text=True,

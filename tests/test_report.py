@@ -213,6 +213,7 @@ def test_index_links_every_figure_and_table_and_needs_no_network(report):
     assert "Not in this sweep" not in html
 
 
+@pytest.mark.slow  # a subprocess: seconds of imports
 def test_command_line_prints_the_table_lists_failures_and_ends_with_the_sweep(sweeps, tmp_path):
     out = subprocess.run([PYTHON, "-m", "ftdyn.report", str(sweeps[0]), "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, timeout=120)

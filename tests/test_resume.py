@@ -7,6 +7,7 @@ once and that the interrupted one resumed and matches an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -23,7 +24,9 @@ from torch.utils.data import DataLoader
 from conftest import MICRO, PYTHON
 from ftdyn import config as C
 from ftdyn import jobs, results
+from ftdyn import train as train_module
 from ftdyn.batches import ReplayBatchSampler, ShuffledBatches, TrainDataModule, collate
+from ftdyn.methods.checkpoints import JobClock, StageCheckpoints
 from ftdyn.methods.inloop import InLoopEval
 from ftdyn.train import compose_config, train
 
@@ -112,6 +115,23 @@ def _dies_at(monkeypatch, at: int) -> None:
     monkeypatch.setattr(InLoopEval, "on_train_batch_end", dying)
 
 
+def _clock_in_steps(monkeypatch) -> None:
+    """Make `train`'s JobClock a fake one that moves one second per training batch and at no other
+    time, so `wall_s` counts the batches whose work a job kept: exact, whatever the machine's load."""
+    clock = FakeClock(0.0)
+    original = InLoopEval.on_train_batch_end
+
+    def ticking(self, trainer, module, *args):
+        clock.now += 1.0
+        original(self, trainer, module, *args)
+    monkeypatch.setattr(InLoopEval, "on_train_batch_end", ticking)
+    monkeypatch.setattr(train_module, "JobClock", functools.partial(JobClock, clock=clock))
+
+
+def _run_facts(job_dir: Path) -> dict:
+    return {r["metric"]: r["value"] for r in _rows(job_dir) if r["stage"] == "run"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method, die_at, resumed_from, strategy",
                          [("lpft", 13, 12, "auto"), ("lplora", 7, 6, "auto"), ("lpft", 13, 12, "fsdp")])
@@ -120,22 +140,24 @@ def test_a_job_killed_mid_stage_resumes_and_matches_an_uninterrupted_run(micro_l
                                                                          resumed_from, strategy):
     """lpft dies in ft (probe restored from its end checkpoint, ft from step 4 of 8 with replay off);
     lplora dies in the probe (step 6), then wraps LoRA and trains it after the resume. Sharded
-    (fsdp, one rank here), the full checkpoint is loaded back into the sharded model."""
+    (fsdp, one rank here), the full checkpoint is loaded back into the sharded model.
+
+    The job clock counts batches here (`_clock_in_steps`): the killed run's up to the checkpoint
+    it resumed from, none after it (step `die_at` was lost), the resumed run's once. So wall_s is
+    exactly the uninterrupted run's. Real seconds are not asserted on: they depend on the load."""
+    _clock_in_steps(monkeypatch)
     overrides = SHORT + [f"method={method}", "method.epochs=1", "replay.rate=0.2" if method == "lplora" else "seed=0",
                          f"trainer.strategy={strategy}"]
     train(compose_config(overrides), tmp_path / "whole")
-    started = time.time()
     with monkeypatch.context() as patch:
         _dies_at(patch, die_at)
         with pytest.raises(Killed):
             train(compose_config(overrides), tmp_path / "cut")
     assert not (tmp_path / "cut" / "done").exists()
-    first, started = time.time() - started, time.time()
     train(compose_config(overrides), tmp_path / "cut")
-    second = time.time() - started
-    facts = {r["metric"]: r["value"] for r in _rows(tmp_path / "cut") if r["stage"] == "run"}
-    assert facts["resumed_from_step"] == resumed_from
-    assert second < facts["wall_s"] < first + second  # the killed run's time up to its checkpoint counts too
+    whole, cut = _run_facts(tmp_path / "whole"), _run_facts(tmp_path / "cut")
+    assert cut["resumed_from_step"] == resumed_from
+    assert cut["wall_s"] == whole["wall_s"] == whole["train_steps"]
     _same_results(_rows(tmp_path / "whole"), _rows(tmp_path / "cut"))
     assert not (tmp_path / "cut" / "checkpoints").exists()  # trainer.keep=none once done
 
@@ -156,6 +178,101 @@ def test_keep_policy_and_checkpoint_interval_do_not_change_the_run_key():
     # and the trainer fields are out of the hashed spec altogether, so adding one never re-keys a store
     spec_keys = results.run_spec(C.to_typed(compose_config(MICRO)))
     assert "trainer.keep" not in spec_keys and "trainer.checkpoint_every_n_steps" not in spec_keys
+
+
+# -- the job clock across processes ----------------------------------------------------------------
+
+class FakeClock:
+    """Seconds that pass only when a test moves them on. Its origin is arbitrary, as time.monotonic's
+    is: a resumed process's readings have nothing to do with the killed one's."""
+
+    def __init__(self, origin: float):
+        self.now = origin
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_job_clock_counts_each_process_once_up_to_the_checkpoint_it_resumed_from():
+    """Three processes of one job. Every number is a sum of binary fractions, so equality is exact."""
+    first = JobClock(FakeClock(1000.0))
+    first.clock.now += 2.5
+    at_end_of_lp = first.state_dict()  # a finished stage's end.ckpt
+    first.clock.now += 1.25
+    at_step = first.state_dict()  # the next stage's last.ckpt
+    first.clock.now += 0.5  # work after the last checkpoint: lost with the kill, not counted
+    assert (at_end_of_lp, at_step) == ({"seconds": 2.5}, {"seconds": 3.75})
+
+    second = JobClock(FakeClock(-7.0))
+    second.clock.now += 0.25  # start-up and evaluation before the restore: spent by this process, counted
+    second.load_state_dict(at_end_of_lp)  # restore the finished stage ...
+    second.load_state_dict(at_step)  # ... then resume the next one, whose state already holds the first
+    second.clock.now += 2.0
+    assert second.seconds() == 3.75 + 0.25 + 2.0 and second.this_process() == 2.25
+    killed_again = second.state_dict()
+    second.clock.now += 8.0  # lost again
+
+    third = JobClock(FakeClock(0.0))
+    third.load_state_dict(killed_again)
+    third.clock.now += 1.5
+    assert third.seconds() == 6.0 + 1.5
+
+
+def test_the_job_clock_reads_the_monotonic_clock_by_default():
+    """Within a process only differences of readings are taken; the monotonic clock cannot jump
+    when the system's wall clock is set."""
+    assert JobClock().clock is time.monotonic
+
+
+class _Ticks(L.Callback):
+    """`per_batch` seconds of `clock` per training batch, then a kill at global step `die_at` (if any):
+    after the tick, before that step's checkpoint (ModelCheckpoint runs after every other callback)."""
+
+    def __init__(self, clock: FakeClock, per_batch: float, die_at: int | None = None):
+        self.clock, self.per_batch, self.die_at = clock, per_batch, die_at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.clock.now += self.per_batch
+        if trainer.global_step == self.die_at:
+            raise Killed(self.die_at)
+
+
+def _clocked_stage(job_dir: Path, stage: str, steps: int, clock: JobClock, per_batch: float,
+                   die_at: int | None = None) -> int:
+    """One stage as `ftdyn.methods` runs it: restored if finished, else fitted from its last
+    checkpoint (every 2 steps) and finished; the job clock rides in the checkpoints. Returns
+    the number of batches trained."""
+    checkpoints, module = StageCheckpoints(job_dir, stage, every_n_steps=2), _Seen()
+    if checkpoints.finished():
+        checkpoints.restore_finished(module, [clock])
+        return 0
+    rows = [{"input_ids": [i], "labels": [i]} for i in range(16)]
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[_Ticks(clock.clock, per_batch, die_at), clock, *checkpoints.callbacks()])
+    trainer.fit(module, TrainDataModule(rows, 4, 0, seed=0), ckpt_path=checkpoints.resume_path())
+    checkpoints.finish(trainer)
+    return len(module.seen)
+
+
+def test_the_job_clock_rides_in_real_checkpoints_across_a_kill_and_a_resume(tmp_path):
+    """An LP-FT-like job, lp (4 steps) then ft (6 steps), killed at ft step 5 and resumed. Each
+    process spends 0.5 s starting up; a batch takes 1 s in the killed process, 0.25 s in the
+    resumed one. Counted: 0.5 + 4 + 4 (the killed process, up to its ft checkpoint at step 4) and
+    0.5 + 2 x 0.25 (the resumed one, which restores lp and resumes ft at step 4). Adding the two
+    restored states, counting the lost step 5, or training ft again from step 0 would each show."""
+    killed = JobClock(FakeClock(100.0))
+    killed.clock.now += 0.5
+    _clocked_stage(tmp_path, "lp", 4, killed, per_batch=1.0)
+    with pytest.raises(Killed):
+        _clocked_stage(tmp_path, "ft", 6, killed, per_batch=1.0, die_at=5)
+    assert killed.seconds() == 9.5 and (tmp_path / "checkpoints" / "ft" / "last.ckpt").exists()
+
+    resumed = JobClock(FakeClock(3.0))
+    resumed.clock.now += 0.5
+    assert _clocked_stage(tmp_path, "lp", 4, resumed, per_batch=0.25) == 0  # restored from its end.ckpt
+    assert resumed.seconds() == (0.5 + 4) + 0.5
+    assert _clocked_stage(tmp_path, "ft", 6, resumed, per_batch=0.25) == 2  # steps 5 and 6
+    assert resumed.seconds() == (0.5 + 4 + 4) + (0.5 + 2 * 0.25)
 
 
 # -- the run store: skip, force, lock ----------------------------------------------------------
@@ -195,7 +312,7 @@ def test_a_second_process_on_the_same_job_waits_then_skips_it(tmp_path, monkeypa
         with results.file_lock(tmp_path / "jobs" / key / "lock"):  # another sweep is running this job
             second = threading.Thread(target=lambda: outcome.update(s=jobs.run(cfg, tmp_path / "b", _fake_train(calls))))
             second.start()
-            time.sleep(1.0)
+            _wait_until(lambda: f"wait {key}" in caplog.text)  # it found the lock held, however slow it started
             assert second.is_alive() and not calls  # waiting, not running
             _fake_train(calls)(C.to_typed(cfg), tmp_path / "jobs" / key)  # the first one finishes
         second.join(10)
@@ -231,6 +348,15 @@ def test_single_run_with_a_sweep_option_but_no_multirun_is_an_error(tmp_path):
     assert out.returncode != 0
     assert "defines a sweep (ckpt.step=5,10,20,40" in out.stderr and "add -m (--multirun)" in out.stderr
     assert not list(tmp_path.rglob("done"))
+
+
+def _wait_until(condition, timeout: float = 300) -> None:
+    """Poll `condition` until it holds: an ordering between threads or processes is awaited, never
+    assumed to take less than some time. `timeout` only stops a test that would hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not met after {timeout} s"
+        time.sleep(0.02)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:

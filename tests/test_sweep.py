@@ -38,11 +38,19 @@ def test_multirun_runs_one_job_per_checkpoint_and_task(micro_ladder, tmp_path):
     assert (sweep / "report" / "results.csv").is_file()
 
 
-def test_single_run_from_any_directory_writes_under_it(micro_ladder, tmp_path):
+def test_single_run_from_any_directory_writes_under_it(micro_ladder, tmp_path, monkeypatch):
+    monkeypatch.delenv("FTDYN_OUT")  # the default: outputs/ in the working directory
     out = _run(["model=micro", "task.train_size=32", "task.eval_size=10", "method.max_steps=2"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     done = list((tmp_path / "outputs" / "runs").glob("*/done"))
-    assert len(done) == 1
+    assert len(done) == 1 and len(list((tmp_path / "outputs" / "jobs").glob("*/done"))) == 1
+
+
+def test_single_run_writes_under_ftdyn_out_wherever_it_starts(micro_ladder, tmp_path, outputs):
+    out = _run(["model=micro", "task.train_size=32", "task.eval_size=10", "method.max_steps=2"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list((outputs / "runs").glob("*/done"))) == 1 and len(list((outputs / "jobs").glob("*/done"))) == 1
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_bad_value_exits_nonzero_naming_the_key_and_leaves_no_done_marker(micro_ladder, tmp_path):

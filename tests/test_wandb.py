@@ -67,7 +67,8 @@ def read_run(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_offline_multirun_logs_one_finished_run_per_job_with_its_config_curves_and_results(micro_ladder, tmp_path):
+def test_offline_multirun_logs_one_finished_run_per_job_with_its_config_curves_and_results(micro_ladder, tmp_path,
+                                                                                           outputs):
     sweep, wandb_dir = tmp_path / "study_x", tmp_path / "wandb"
     wandb_dir.mkdir()
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
@@ -86,7 +87,7 @@ def test_offline_multirun_logs_one_finished_run_per_job_with_its_config_curves_a
         (job,) = [p.parent for p in sweep.glob("*/done")
                   if json.loads(p.read_text())["run_key"] == run["config"]["run_key"]]
         rows = [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
-        store = tmp_path / "outputs" / "jobs" / run["config"]["run_key"]  # the job's run store keeps its W&B id
+        store = outputs / "jobs" / run["config"]["run_key"]  # the job's run store keeps its W&B id
         assert run["run"].run_id == (store / "wandb_id").read_text().strip()
         assert run_dir.name.endswith(run["run"].run_id)
         assert run["run"].run_group == "study_x"  # the sweep's name

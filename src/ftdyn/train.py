@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -121,7 +120,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     results.mark_done(job_dir, key)
     stages = plan(run.method)
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
-    log.info("job %s done in %.0f s: %s, checkpoint %s, %s", key, time.time() - clock.started, run.task.name,
+    log.info("job %s done in %.0f s: %s, checkpoint %s, %s", key, clock.this_process(), run.task.name,
              run.ckpt_step, run.method.name)
     return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
 

@@ -22,6 +22,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import torch
@@ -88,14 +89,28 @@ class StageCheckpoints:
 class JobClock(L.Callback):
     """A job's wall time across the processes that ran it (`wall_s`): this process's, plus what the
     earlier ones had spent up to the checkpoint this one resumed from. Work after that checkpoint
-    was lost, and is not counted. The clock rides in every checkpoint as callback state."""
+    was lost, and is not counted. The clock rides in every checkpoint as callback state.
 
-    def __init__(self):
-        self.started = time.time()
+    What crosses processes is a duration (`seconds`), never a reading of `clock`: each process
+    only subtracts two readings of its own. So the default is `time.monotonic`, which no
+    wall-clock adjustment (NTP, a requeue on a node whose clock differs) can move backwards or
+    forwards mid-job; `time.time` would add any such jump to `wall_s`. Loading a state replaces
+    the earlier processes' seconds, it never adds to them: a job restores a finished stage's
+    `end.ckpt` and then the next stage's `last.ckpt`, and the later one already includes the
+    first. Tests pass a fake `clock` to check this arithmetic exactly.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.started = clock()
         self.earlier = 0.0  #: seconds of earlier processes, up to the checkpoint resumed from
 
+    def this_process(self) -> float:
+        """Seconds since this process started the job."""
+        return self.clock() - self.started
+
     def seconds(self) -> float:
-        return self.earlier + time.time() - self.started
+        return self.earlier + self.this_process()
 
     def state_dict(self) -> dict:
         return {"seconds": self.seconds()}
