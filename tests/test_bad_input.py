@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import PYTHON
 from ftdyn import jobs, ladder
@@ -202,7 +203,7 @@ def test_a_dry_run_lists_a_bad_job_as_invalid_naming_the_key(capsys, tmp_path, m
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         sweep.print_jobs([FAST + ["method=lora", "method.rank=0"], FAST + ["method=nope"]], "train")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("[0] invalid") and "method.rank=0: must be a positive integer" in lines[1]
+    assert lines[0].startswith("[0] invalid") and "method.rank=0: must be >= 1" in lines[1]
     assert lines[2].startswith("[1] invalid")  # Hydra's MissingConfigException, listed, not raised
     assert lines[4].startswith("2 jobs (2 invalid)")
 
@@ -212,7 +213,9 @@ def test_the_report_lists_a_job_whose_config_it_cannot_read_without_a_run_key(tm
 
     job = tmp_path / "sweep" / "0"
     job.mkdir(parents=True)
-    (job / "config.yaml").write_text("task:\n  name: syn_nli\nmethod:\n  rank: 0\n")  # refused by MethodConfig's checks
+    cfg = compose_config(["method=lora"])
+    cfg.method.rank = 0  # a whole config, refused by one bound
+    (job / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (job / "failed.json").write_text(json.dumps({"reason": "ConfigError: method.rank=0"}))
     [found] = collect.find_jobs([tmp_path / "sweep"])
     assert found.status == "failed" and found.run_key is None

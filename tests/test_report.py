@@ -38,7 +38,7 @@ def write_job(root: Path, name: str, run: dict, rows: list[dict], examples: list
     job = root / name
     job.mkdir(parents=True)
     config = {"task": {"name": run["task"], "kind": KIND[run["task"]]}, "method": {"name": run["method"]},
-              "ckpt": {"step": run["ckpt_step"]}, "logger": {"kind": logger}}
+              "ckpt": {"step": run["ckpt_step"]}, "logger": {"wandb": {"project": "ftdyn"}} if logger == "wandb" else {}}
     (job / "config.yaml").write_text(yaml.safe_dump(config))
     if rows:
         results.write_rows(job, [{**run, **r} for r in rows])
