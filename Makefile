@@ -57,11 +57,12 @@ env: $(VENV)/.installed
 
 # The CPU build of torch goes in first, so the dependency resolver keeps it.
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.6"
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $@
+	@echo "setting up $(VENV) (once): the CPU build of torch, then ftdyn and its dependencies"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -qq --upgrade pip
+	@$(PY) -m pip install -qq "torch==2.13.0" || $(PY) -m pip install -qq "torch>=2.6"
+	@$(PY) -m pip install -qq -e ".[dev]"
+	@touch $@
 
 clean:
 	rm -rf outputs

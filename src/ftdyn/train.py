@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = C.conf_dir()
 C.register()
+# joblib's loky executor (hydra/launcher=pairs) replaces a job process whose memory grew, and says
+# so in the launching process; the job it was given still runs to the end, so the warning is noise
+warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor")
 
 
 def quiet_libraries() -> None:
