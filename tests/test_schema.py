@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import MISSING, OmegaConf
 
+from ftdyn import choices, settings
 from ftdyn import config as C
 from ftdyn import results
 from ftdyn.train import CONF_DIR, compose_config
@@ -53,11 +54,11 @@ def _set(run: C.TrainConfig, key: str, value) -> C.TrainConfig:
 
 
 RUN = C.to_typed(compose_config(EVERY_FIELD_USED))
-LEAVES = [(key, f, value) for key, f, value in C.leaves(RUN)]
+LEAVES = [(key, f, value) for key, f, value in settings.leaves(RUN)]
 
 
 def test_the_schema_marks_the_settings_the_issue_names_as_launch():
-    launch = {key for key, _, _ in LEAVES if C.is_launch(RUN, key)}
+    launch = {key for key, _, _ in LEAVES if settings.is_launch(RUN, key)}
     assert {"trainer.threads", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "eval.batch_size",
             "trainer.checkpoint_every_n_steps", "trainer.keep", "logger.csv", "logger.wandb"} <= launch
     assert {"seed", "method.lr", "replay.rate", "trainer.precision", "fewshot.k", "optim.optimizer"}.isdisjoint(launch)
@@ -67,7 +68,7 @@ def test_the_schema_marks_the_settings_the_issue_names_as_launch():
 def test_a_launch_setting_never_changes_the_run_key_and_a_computed_one_always_does(key, f, value):
     before = results.run_key(RUN)
     after = results.run_key(_set(RUN, key, _flipped(value, f)))
-    if C.is_launch(RUN, key):
+    if settings.is_launch(RUN, key):
         assert after == before, f"{key} is a launch setting but re-keys the job"
     else:
         assert after != before, f"{key} is computed but the run key ignores it"
@@ -75,8 +76,8 @@ def test_a_launch_setting_never_changes_the_run_key_and_a_computed_one_always_do
 
 def test_method_fields_the_method_never_reads_do_not_change_the_key():
     sft = C.to_typed(compose_config(["method=sft"]))
-    for key in [f"method.{k}" for k in (*C.LORA_FIELDS, *C.PROBE_FIELDS)]:
-        f = next(f for name, f, _ in C.leaves(sft) if name == key)
+    for key in [f"method.{k}" for k in (*choices.LORA_FIELDS, *choices.PROBE_FIELDS)]:
+        f = next(f for name, f, _ in settings.leaves(sft) if name == key)
         assert results.run_key(_set(sft, key, _flipped(getattr(sft.method, f.name), f))) == results.run_key(sft)
 
 
@@ -124,7 +125,7 @@ def _same(yaml_value, default) -> bool:
     """Whether a YAML value equals a schema default (Enums by value; a bool never equals 1 or 0)."""
     if default is MISSING or default == "???":
         return False
-    default = C.json_safe(default)
+    default = settings.json_safe(default)
     return isinstance(yaml_value, bool) == isinstance(default, bool) and yaml_value == default
 
 

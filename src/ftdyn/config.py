@@ -6,6 +6,7 @@ wrong type or a closed choice outside its Enum fails at composition with the key
 The defaults live here, once: an option file states only what differs from them (a test holds
 every YAML leaf to that).
 
+Closed choices and the method table are `ftdyn.choices`; how a field is marked, `ftdyn.settings`.
 Every setting is one of two kinds, marked on the field itself:
 - what is computed (the default): model, checkpoint, task, method, prompt, few-shot, replay,
   evaluation protocol, optimiser, precision, seed. The run key (`ftdyn.results.run_key`) hashes these.
@@ -20,7 +21,6 @@ listing all of them before anything is loaded (`to_typed`).
 from __future__ import annotations
 
 import dataclasses
-import enum
 import importlib
 import inspect
 import os
@@ -32,128 +32,14 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, Keep, LabelScoring,
+                           Method, MethodSpec, ModelSource, PromptFormat, ReplaySource, SplitKind, Strategy, TaskKind,
+                           TaskSource)
+from ftdyn.settings import bound_problems, json_safe, setting
+
 
 class ConfigError(ValueError):
     """One or more config values are not allowed; the message lists every problem."""
-
-
-def setting(default: Any = MISSING, *, launch: bool = False, ge: float | None = None, gt: float | None = None,
-            lt: float | None = None) -> Any:
-    """A schema field with its kind and bounds.
-
-    Args:
-        default: The default (lists and dicts are copied per instance); MISSING: an option file must set it.
-        launch: True for how a job is launched or logged, never what it computes (outside the run key).
-        ge, gt, lt: Bounds a number must keep (>=, >, <), checked with the key's name.
-    """
-    metadata = {"launch": launch, "ge": ge, "gt": gt, "lt": lt}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-class Method(enum.StrEnum):
-    base = "base"
-    sft = "sft"
-    lora = "lora"
-    lp = "lp"
-    lpft = "lpft"
-    lplora = "lplora"
-
-
-class Trains(enum.StrEnum):
-    """What a stage of a method trains."""
-
-    all = "all"  #: every weight of the model (and the head, if any)
-    lora = "lora"  #: LoRA adapters (peft) and the head, if any
-    head = "head"  #: the classification head alone, on the frozen model's features
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One row of the method table: the stages in order, as (stage name, what it trains), and
-    whether task rows are scored by a classification head on the last-token feature."""
-
-    stages: tuple[tuple[str, Trains], ...]
-    head: bool = False
-
-    @property
-    def lora(self) -> bool:
-        return any(trains == Trains.lora for _, trains in self.stages)
-
-
-PROBE = ("probe", Trains.head)  #: lp, lpft, lplora: first fit a linear head on the frozen features
-
-#: The method table: a new method is one row here (and a `conf/method/<name>.yaml`).
-METHOD_TABLE: dict[Method, MethodSpec] = {
-    Method.base: MethodSpec(()),  # evaluation only
-    Method.sft: MethodSpec((("ft", Trains.all),)),
-    Method.lora: MethodSpec((("lora", Trains.lora),)),
-    Method.lp: MethodSpec((PROBE,), head=True),
-    Method.lpft: MethodSpec((PROBE, ("ft", Trains.all)), head=True),  # Kumar et al. 2022
-    Method.lplora: MethodSpec((PROBE, ("lora", Trains.lora)), head=True),  # Tomihari & Sato 2024
-}
-HEAD_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.head)
-LORA_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.lora)
-LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")  #: method fields only LoRA methods read
-PROBE_FIELDS = ("probe_lr", "probe_epochs")  #: method fields only head methods read
-
-
-class PromptFormat(enum.StrEnum):
-    default = "default"
-    io = "io"
-    instruct = "instruct"
-
-
-class TaskKind(enum.StrEnum):
-    classification = "classification"
-    generation = "generation"
-    multiple_choice = "multiple_choice"
-
-
-class TaskSource(enum.StrEnum):
-    tinyworld = "tinyworld"
-    hub = "hub"
-
-
-class SplitKind(enum.StrEnum):
-    in_domain = "in_domain"
-    out_of_domain = "out_of_domain"
-    probe = "probe"
-    pretrain = "pretrain"
-
-
-class LabelScoring(enum.StrEnum):
-    first_token = "first_token"
-    first_token_space = "first_token_space"
-    constrained = "constrained"
-
-
-class ModelSource(enum.StrEnum):
-    ladder = "ladder"
-    hub = "hub"
-
-
-class ReplaySource(enum.StrEnum):
-    pretrain = "pretrain"
-    text = "text"
-
-
-class Keep(enum.StrEnum):
-    """Checkpoints a done job keeps."""
-
-    none = "none"
-    last = "last"  #: the final stage's end.ckpt: the fine-tuned weights
-    all = "all"
-
-
-class Strategy(enum.StrEnum):
-    auto = "auto"  #: one process
-    ddp = "ddp"  #: one process (rank) per device, gradients all-reduced
-    fsdp = "fsdp"  #: one process per device, parameters sharded (FSDP2)
-
-
-MULTI_PROCESS_STRATEGIES = (Strategy.ddp, Strategy.fsdp)
 
 
 def cache_root() -> Path:
@@ -566,50 +452,6 @@ class TrainConfig:
         return self.ckpt.step if self.ckpt.step is not None else self.model.checkpoints[-1]
 
 
-def leaves(obj, prefix: str = ""):
-    """(dotted key, dataclass field, value) of every leaf setting under a typed config, in order.
-
-    A leaf is a field that is not itself a schema dataclass (lists and mappings are leaves).
-    """
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from leaves(value, f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}", f, value
-
-
-def is_launch(obj, key: str) -> bool:
-    """Whether the setting `key` (dotted) of a typed config, or a group above it, is marked launch."""
-    node = obj
-    for part in key.split("."):
-        f = next(f for f in dataclasses.fields(node) if f.name == part)
-        if f.metadata.get("launch"):
-            return True
-        node = getattr(node, part)
-    return False
-
-
-def bound_problems(run: TrainConfig) -> list[str]:
-    """Every numeric setting outside its declared bounds (`setting(ge=, gt=, lt=)`), by key."""
-    out = []
-    for key, f, value in leaves(run):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        ge, gt, lt = (f.metadata.get(b) for b in ("ge", "gt", "lt"))
-        if (ge is not None and value < ge) or (gt is not None and value <= gt) or (lt is not None and value >= lt):
-            out.append(f"{key}={value}: {_allowed(ge, gt, lt)}")
-    return out
-
-
-def _allowed(ge: float | None, gt: float | None, lt: float | None) -> str:
-    """A bound in words: `allowed [0, 1)`, `must be >= 1`, `must be > 0`."""
-    low = f"[{ge:g}" if ge is not None else f"({gt:g}" if gt is not None else None
-    if low and lt is not None:
-        return f"allowed {low}, {lt:g})"
-    return "must be " + (f">= {ge:g}" if ge is not None else f"> {gt:g}" if gt is not None else f"< {lt:g}")
-
-
 def _unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
     """Keys of `node` that `schema` does not declare, recursively (`+key=...` bypasses struct mode)."""
     types = typing.get_type_hints(schema)
@@ -646,15 +488,3 @@ def register() -> None:
 def as_dict(obj) -> dict:
     """A typed config (or any part of it) as plain nested dicts, Enums as their values."""
     return json_safe(dataclasses.asdict(obj))
-
-
-def json_safe(value):
-    """Enums as their string values, recursively (StrEnum members already are strs; this makes
-    them plain, so YAML and JSON writers and `repr` show `sft`, not `<Method.sft: 'sft'>`)."""
-    if dataclasses.is_dataclass(value):
-        return json_safe(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value.value if isinstance(value, enum.Enum) else value

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ftdyn.config import json_safe
+from ftdyn.settings import json_safe
 from ftdyn.batches import collate
 from ftdyn.data import IGNORE
 from ftdyn.encoding import Prompt, PromptEncoder

@@ -27,6 +27,7 @@ from peft import LoraConfig, get_peft_model
 from ftdyn import cluster, wandb_logging
 from ftdyn import config as C
 from ftdyn.batches import TrainDataModule
+from ftdyn.choices import Trains
 from ftdyn.data import PackedStream, encode_pair, encode_prompt, pretrain_stream, text_stream
 from ftdyn.methods import sharding
 from ftdyn.methods.checkpoints import StageCheckpoints
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
-    trains: C.Trains
+    trains: Trains
     lr: float
     epochs: int
 
@@ -47,7 +48,7 @@ class Stage:
 def plan(method: C.MethodConfig) -> list[Stage]:
     """The stages of a method, in order (`ftdyn.config.METHOD_TABLE`), with their settings: a
     probe stage takes method.probe_lr and probe_epochs, the others method.lr and epochs."""
-    return [Stage(name, trains, *((method.probe_lr, method.probe_epochs) if trains == C.Trains.head
+    return [Stage(name, trains, *((method.probe_lr, method.probe_epochs) if trains == Trains.head
                                   else (method.lr, method.epochs)))
             for name, trains in method.spec.stages]
 
@@ -83,9 +84,9 @@ def add_lora(model, method: C.MethodConfig):
 
 
 def _set_trainable(model, head: ClassifierHead | None, trains: str) -> None:
-    if trains != C.Trains.lora:  # peft already marked exactly the adapters trainable
+    if trains != Trains.lora:  # peft already marked exactly the adapters trainable
         for p in model.parameters():
-            p.requires_grad_(trains == C.Trains.all)
+            p.requires_grad_(trains == Trains.all)
     if head is not None:
         head.requires_grad_(True)
 
@@ -121,13 +122,13 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
     stages = plan(run.method)
     plain = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed)
     mixed = plain
-    if run.replay.rate > 0 and any(stage.trains != C.Trains.head for stage in stages):  # a probe has no LM to rehearse
+    if run.replay.rate > 0 and any(stage.trains != Trains.head for stage in stages):  # a probe has no LM to rehearse
         mixed = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed,
                                 replay_rows=_replay_stream(run, tokenizer), replay_rate=run.replay.rate)
     fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0, "replay_fraction": mixed.replay_fraction()})
     for stage in stages:
-        data = plain if stage.trains == C.Trains.head else mixed
-        if stage.trains == C.Trains.lora:
+        data = plain if stage.trains == Trains.head else mixed
+        if stage.trains == Trains.lora:
             fitted.model = add_lora(fitted.model, run.method)
         _set_trainable(fitted.model, head, stage.trains)
         start = _head_state(head)
