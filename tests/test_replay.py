@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import PYTHON
-from ftdyn.batches import ReplayPlan, TrainDataModule, collate, replay_plan
+from ftdyn.batches import ReplayPlan, TrainDataModule, collate
 
 B = 8
 PAD = 0
@@ -63,7 +63,7 @@ def test_replay_fraction_is_within_one_row_per_batch_for_every_prefix():
 
 
 def test_full_batches_follow_the_bresenham_accumulator():
-    plan = replay_plan(800, B, 0.1)
+    plan = ReplayPlan(800, B, 0.1)
     cumulative = 0
     for i, (n_task, n_replay) in enumerate(plan[:-1]):
         assert n_task + n_replay == B

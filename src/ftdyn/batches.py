@@ -116,11 +116,6 @@ class ReplayPlan(Sequence[tuple[int, int]]):
         return replayed / (self.n_task + replayed) if replayed else 0.0
 
 
-def replay_plan(n_task: int, batch_size: int, rate: float) -> ReplayPlan:
-    """(task rows, replay rows) of each batch of one epoch, as a lazy sequence (`ReplayPlan`)."""
-    return ReplayPlan(n_task, batch_size, rate)
-
-
 class _Shard(Sequence[list[int]]):
     """One rank's batches of a pass: every `world_size`-th from `rank` on, wrapping round so
     every rank has `length` of them."""

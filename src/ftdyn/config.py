@@ -222,7 +222,8 @@ class MethodConfig:
     batch_size: int = setting(8, ge=1)  #: Amuro & Char's batch
     max_steps: int = setting(-1, ge=-1)  #: stop each stage after this many optimiser steps (-1: every epoch)
     rank: int = setting(8, ge=1)  #: LoRA rank r
-    alpha: float = setting(16.0, gt=0)  #: LoRA scale numerator: updates are scaled by alpha / r (alpha / sqrt(r) if rslora)
+    #: LoRA scale numerator: updates are scaled by alpha / r (alpha / sqrt(r) if rslora)
+    alpha: float = setting(16.0, gt=0)
     dropout: float = setting(0.0, ge=0, lt=1)
     targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                   "down_proj"])  #: every attention and MLP projection
@@ -336,8 +337,9 @@ class TrainerConfig:
     enable_progress_bar: bool = setting(False, launch=True)
     #: any other lightning.Trainer argument, passed as is (e.g. gradient_clip_val, accumulate_grad_batches)
     extra: dict[str, Any] = field(default_factory=dict)
-    threads: int = setting(0, launch=True, ge=0)  #: torch CPU threads per job (0: torch's default). Tiny models are bound by
-    #: per-op overhead, so two 1-thread jobs side by side (hydra/launcher=joblib) train twice as fast.
+    #: torch CPU threads per job (0: torch's default). Tiny models are bound by per-op overhead,
+    #: so two 1-thread jobs side by side (hydra/launcher=pairs) train twice as fast.
+    threads: int = setting(0, launch=True, ge=0)
     #: save checkpoints/<stage>/last.ckpt this often, to resume a killed job (0: never)
     checkpoint_every_n_steps: int = setting(100, launch=True, ge=0)
     keep: Keep = setting(Keep.none, launch=True)  #: checkpoints a done job keeps: none | last (the final weights) | all
@@ -360,7 +362,8 @@ class TrainerConfig:
         unknown = sorted(set(self.extra) - allowed - set(OWNED_TRAINER_ARGS) - set(self.LIGHTNING_FIELDS))
         out = [f"trainer.extra.{k}: ftdyn sets this Trainer argument itself" for k in owned]
         out += [f"trainer.extra.{k}: not an argument of lightning.Trainer; allowed {sorted(allowed)}" for k in unknown]
-        out += [f"trainer.extra.{k}: set trainer.{k} instead" for k in sorted(set(self.extra) & set(self.LIGHTNING_FIELDS))]
+        out += [f"trainer.extra.{k}: set trainer.{k} instead"
+                for k in sorted(set(self.extra) & set(self.LIGHTNING_FIELDS))]
         return out
 
     @property
@@ -487,4 +490,4 @@ def register() -> None:
 
 def as_dict(obj) -> dict:
     """A typed config (or any part of it) as plain nested dicts, Enums as their values."""
-    return json_safe(dataclasses.asdict(obj))
+    return json_safe(obj)  # json_safe turns a dataclass into its dict

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ftdyn.settings import json_safe
 from ftdyn.batches import collate
 from ftdyn.data import IGNORE
 from ftdyn.encoding import Prompt, PromptEncoder
@@ -28,6 +27,7 @@ from ftdyn.methods.heads import ClassifierHead, last_token_features
 from ftdyn.metrics import agreement, calibration, choice_predictions, fit_temperature, forgetting
 from ftdyn.scoring import (FORMS, choice_logits, choice_loglik, constrained_choice, device_of, first_token_ids,
                            generate, per_prompt, rouge_l)
+from ftdyn.settings import json_safe
 from ftdyn.tasks import EvalSet, TaskData, demonstration_blocks
 from ftdyn.world.tasks import probe_items
 

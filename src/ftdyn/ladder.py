@@ -161,7 +161,8 @@ def build(model: C.ModelConfig, root: Path) -> None:
     L.seed_everything(p.seed, verbose=False)
     lm = LlamaForCausalLM(llama_config(model.arch, tokenizer))
     saver = _SaveAtSteps(model.checkpoints, work, tokenizer)
-    module = CausalLMModule(lm, optimizer=partial(torch.optim.AdamW, lr=p.lr, weight_decay=0.0),  # the ladder's own recipe
+    # the ladder's own recipe, whatever the optim group of fine-tuning jobs says
+    module = CausalLMModule(lm, optimizer=partial(torch.optim.AdamW, lr=p.lr, weight_decay=0.0),
                             scheduler=partial(get_linear_schedule_with_warmup, num_warmup_steps=p.warmup_steps,
                                               num_training_steps=p.steps))
     trainer = L.Trainer(max_steps=p.steps, accelerator="cpu", devices=1, logger=False,

@@ -20,6 +20,7 @@ from pathlib import Path
 from ftdyn import choices, settings
 from ftdyn import config as C
 
+
 def run_key(cfg: C.TrainConfig) -> str:
     """A stable hash of what the job computes (`run_spec`)."""
     return hashlib.sha256(json.dumps(run_spec(cfg), sort_keys=True).encode()).hexdigest()[:16]
@@ -30,7 +31,8 @@ def run_spec(cfg: C.TrainConfig) -> dict[str, object]:
     (`setting(launch=True)`: threads, logging, evaluation batch size, checkpoint cadence, paths)
     and the method fields the method never reads (`method.rank` of sft) are left out."""
     method = cfg.method.spec
-    unused = {f"method.{k}" for k in (() if method.lora else choices.LORA_FIELDS) + (() if method.head else choices.PROBE_FIELDS)}
+    unused = {f"method.{k}" for k in ((() if method.lora else choices.LORA_FIELDS)
+                                      + (() if method.head else choices.PROBE_FIELDS))}
     spec = {key: settings.json_safe(value) for key, _, value in settings.leaves(cfg)
             if key not in unused and not settings.is_launch(cfg, key)}
     spec["ckpt.step"] = cfg.ckpt_step  # ckpt=final and ckpt.step=<final> are the same run

@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ftdyn import config as C
 from ftdyn import jobs, results
 from ftdyn.batches import ReplayPlan
+from ftdyn.choices import Trains
 from ftdyn.methods import plan, stage_steps
 
 
@@ -55,7 +56,7 @@ def planned_steps(run: C.TrainConfig) -> int:
     """Optimiser steps of every stage of the job, as `ftdyn.methods.fit` will take them."""
     total = 0
     for stage in plan(run.method):
-        replay = run.replay.rate if stage.trains != "head" else 0.0  # a probe stage trains without replay
+        replay = run.replay.rate if stage.trains != Trains.head else 0.0  # a probe stage trains without replay
         total += stage_steps(stage, len(ReplayPlan(run.task.train_size, run.method.batch_size, replay)), run)
     return total
 

@@ -4,8 +4,8 @@
 evaluation set with its split kind. Prompts are rendered per format (`ftdyn.tasks.prompts`);
 few-shot demonstrations come from the train split only, or from an evaluation set's own pool
 (`EvalSet.fewshot`, hub sets with a `fewshot_split`), as separate blocks (`demonstration_blocks`,
-`TaskData.fewshot_prompt`) so the encoder can drop whole ones from a prompt too long to fit. `task_config(name)` reads another task
-option (`conf/task/<name>.yaml`) onto the typed schema, for cross-task evaluation and for an
+`TaskData.fewshot_prompt`) so the encoder can drop whole ones from a prompt too long to fit.
+`task_config(name)` reads another task option (`conf/task/<name>.yaml`) onto the typed schema, for cross-task evaluation and for an
 instruction set scored on another task's sets, without composing inside a running Hydra app.
 """
 
