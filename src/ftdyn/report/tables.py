@@ -74,7 +74,7 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
         per_run = rows.groupby([*keys, "run_key", "stage"], dropna=False)["value"].mean()
         wide = per_run.groupby([*keys, "stage"], dropna=False).mean().unstack("stage")
         out = out.join(wide.reindex(columns=["before", "after"]).add_prefix(f"{name} "), how="left")
-    return out.reset_index().sort_values(["task", "ckpt_step"], kind="stable").reset_index(drop=True)
+    return out.reset_index().sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def _intervals(scored: pd.DataFrame, examples: pd.DataFrame, keys: list[str], seed: int) -> pd.DataFrame:
