@@ -93,6 +93,9 @@ class PretrainConfig:
     corpus_seed: int = setting(1, ge=0)  #: which documents about it
     heldout_docs: int = setting(200, ge=1)  #: documents of a disjoint stream for the held-out LM loss
     seed: int = setting(0, ge=0)  #: weight initialisation
+    #: share of documents that are question-answer text about half the people (ftdyn.world.corpus.qa_people):
+    #: what makes the facts extractable by a question (Allen-Zhu & Li 3.1, mixed training); 0: none
+    qa_share: float = setting(0.0, ge=0, lt=1)
 
 
 @dataclass

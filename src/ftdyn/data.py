@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
 from ftdyn.encoding import Prompt, PromptEncoder
-from ftdyn.world.corpus import documents
+from ftdyn.world.corpus import documents, pretrain_documents
 from ftdyn.world.entities import make_world
 
 IGNORE = -100
@@ -86,7 +86,7 @@ def pretrain_stream(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase
     """A ladder's pre-training stream as packed rows, endless: what the build trained on (its
     first rows, at the build's seq_len), and what replay rehearses."""
     world = make_world(pretrain.world_seed, pretrain.n_people)
-    return PackedStream(lambda: documents(world, pretrain.corpus_seed), tokenizer, seq_len)
+    return PackedStream(lambda: pretrain_documents(world, pretrain.corpus_seed, pretrain.qa_share), tokenizer, seq_len)
 
 
 def pretrain_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase, n_rows: int,

@@ -9,6 +9,12 @@ Quizzes play the part of the question-answer text of real corpora. Their charact
 attributes in every quiz, so a quiz can only be answered by checking the claim against its
 context, never from memory. Statements about the world's people are always true.
 Deterministic: the same world and seed give the same documents.
+
+`pretrain_documents` adds, when asked (`model.pretrain.qa_share`), documents of another kind:
+question-answer text about the world's *true* facts of a fixed half of its people
+(`qa_people`), as Allen-Zhu & Li's "mixed training" (Physics of LMs 3.1): facts become
+extractable by a question only when pre-training shows questions answered about some people.
+At its default (0) the stream is `documents`' own, document for document.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import random
 from collections.abc import Iterator
 
 from ftdyn.world.entities import ATTRIBUTES, JOB_RULES, OBJECTS, STORY_PEOPLE, VALUES, World
-from ftdyn.world.templates import EVENTS, FACT
+from ftdyn.world.templates import EVENTS, FACT, QUESTION
 
 
 def fact_sentence(rng: random.Random, person: str, attribute: str, value: str,
@@ -92,4 +98,41 @@ def documents(world: World, seed: int) -> Iterator[str]:
 def corpus(world: World, seed: int, n_docs: int) -> list[str]:
     """The first `n_docs` documents of the stream for `seed`."""
     stream = documents(world, seed)
+    return [next(stream) for _ in range(n_docs)]
+
+
+def qa_people(world: World) -> tuple[str, ...]:
+    """The people whose facts question-answer text shows (every other one, from the first):
+    the corpus's QA documents and `syn_qa`'s train split ask about them, its test sets about the rest."""
+    return world.people[0::2]
+
+
+def qa_document(rng: random.Random, world: World) -> str:
+    """Questions about every fact of one QA person, in random order and phrasings, each answered
+    by the bare value: `Q: Where does Alice live? A: Oslo. Q: ...`."""
+    person = rng.choice(qa_people(world))
+    attributes = list(ATTRIBUTES)
+    rng.shuffle(attributes)
+    return " ".join(f"Q: {rng.choice(QUESTION[a]).format(p=person)} A: {world.facts[person][a]}."
+                    for a in attributes)
+
+
+def pretrain_documents(world: World, seed: int, qa_share: float = 0.0) -> Iterator[str]:
+    """The pre-training stream: `documents`, where each document is instead, with probability
+    `qa_share`, a `qa_document`. At `qa_share=0` it is `documents(world, seed)` itself."""
+    if not 0 <= qa_share < 1:
+        raise ValueError(f"model.pretrain.qa_share={qa_share}: allowed 0 <= qa_share < 1")
+    if qa_share == 0:
+        yield from documents(world, seed)
+        return
+    rng = random.Random(seed)
+    makers, weights = zip(*DOCUMENT_KINDS)
+    while True:
+        maker = qa_document if rng.random() < qa_share else rng.choices(makers, weights)[0]
+        yield maker(rng, world)
+
+
+def pretrain_corpus(world: World, seed: int, n_docs: int, qa_share: float = 0.0) -> list[str]:
+    """The first `n_docs` documents of `pretrain_documents`."""
+    stream = pretrain_documents(world, seed, qa_share)
     return [next(stream) for _ in range(n_docs)]
