@@ -9,8 +9,8 @@ from conftest import MICRO
 from ftdyn import config as C
 from ftdyn.data import completion_text
 from ftdyn.metrics import choice_predictions
-from ftdyn.scoring import (choice_logits, choice_loglik, constrained_choice, label_sequences, label_token_ids,
-                           next_word_candidates, next_word_logits, next_word_scores)
+from ftdyn.scoring import (choice_logits, choice_loglik, constrained_choice, generate, label_sequences,
+                           label_token_ids, next_word_candidates, next_word_logits, next_word_scores)
 from ftdyn.tasks import demonstrations, load, task_config
 from ftdyn.train import compose_config
 from ftdyn.world.entities import make_world
@@ -163,3 +163,19 @@ def test_acc_norm_divides_by_the_choice_length_in_characters():
     raw, normalised = choice_predictions(loglik, choices)
     assert raw.tolist() == [0, 0]  # the higher sums
     assert normalised.tolist() == [1, 0]  # -10/5 = -2 < -12/20 = -0.6; -3/7 > -9/9
+
+
+def test_generation_is_scored_as_generated_unless_cut_at_the_first_newline(micro):
+    import copy
+
+    model, tokenizer = micro
+    model = copy.deepcopy(model)  # the micro model never writes a newline: give "\n" the output row of "."
+    newline, dot = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("\n", "."))
+    with torch.no_grad():
+        weights = model.get_output_embeddings().weight
+        weights[newline] = 1.05 * weights[dot]
+    prompts = ["Alice lives in", "The pet of Bruno is a", "### Input: Clara is a baker.\n ### Summary: "]
+    whole = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=2)
+    cut = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=2, cut_at_newline=True)
+    assert any("\n" in text and text.split("\n")[0].strip() for text in whole)  # words, then a newline
+    assert cut == [text.split("\n")[0] for text in whole] and cut != whole
