@@ -335,7 +335,8 @@ def test_mrc_per_format_with_an_undefined_entry_for_a_zero_base(tmp_path):
 def test_rows_of_different_shots_are_never_compared(tmp_path):
     """Before 4-shot, after 0-shot (fewshot.k_after=0): no gain, no MRC, no before/after pair."""
     sweep = tmp_path / "sweep"
-    rows = [shot_row("test", "in_domain", "before", "acc", 0.4), shot_row("test", "in_domain", "after", "acc", 0.8, shots=0),
+    rows = [shot_row("test", "in_domain", "before", "acc", 0.4),
+            shot_row("test", "in_domain", "after", "acc", 0.8, shots=0),
             shot_row("syn_summ/test", "out_of_domain", "before", "rougeL", 0.3),
             shot_row("syn_summ/test", "out_of_domain", "after", "rougeL", 0.0, shots=0),
             shot_row("world_facts", "probe", "before", "acc", 0.2, prompt=None, shots=0),
