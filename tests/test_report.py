@@ -16,7 +16,7 @@ import yaml
 
 from conftest import PYTHON
 from ftdyn import results
-from ftdyn.report import build_report, fits, tables
+from ftdyn.report import build_report, findings, fits, tables
 
 KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
 PLANTED = {"s": 0.5, "a": 30.0, "b": 8.0, "alpha": -0.2, "beta": -0.5}  # train_loss(P, N) of the LoRA jobs
@@ -271,3 +271,14 @@ def test_the_headline_keeps_the_design_a_sweep_varies(report):
     lora = headline[headline["method"] == "lora"].set_index("lora_rank")
     assert sorted(lora.index) == [2, 4, 8, 16]
     assert lora.loc[8, ["in-domain before", "in-domain after"]].tolist() == pytest.approx([0.4, 0.7])
+
+
+def test_findings_come_first_and_say_when_intervals_are_missing(report):
+    out = report[0]
+    found = read(out, "findings").set_index("finding")
+    assert list(found.index) == [f.key for f in findings.FINDINGS]
+    assert (found["seeds"] <= 1).all() and (found["verdict"] == "inconclusive").all()  # one seed: no interval
+    assert found.loc["b_cls_to_gen", "value"] == pytest.approx((-0.75 - 0.5) / 2)  # the mrc_directions number
+    html = (out / "index.html").read_text()
+    assert html.index('<h2 id="findings">') < html.index('<h2 id="jobs">')
+    assert "intervals are missing" in html
