@@ -16,7 +16,7 @@ import yaml
 
 from conftest import PYTHON
 from ftdyn import results
-from ftdyn.report import build_report, fits, tables
+from ftdyn.report import build_report, findings, fits, tables
 
 KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
 PLANTED = {"s": 0.5, "a": 30.0, "b": 8.0, "alpha": -0.2, "beta": -0.5}  # train_loss(P, N) of the LoRA jobs
@@ -355,3 +355,14 @@ def test_rows_of_different_shots_are_never_compared(tmp_path):
     assert headline.loc[4, "in-domain before"] == 0.4 and np.isnan(headline.loc[4, "in-domain after"])
     assert headline.loc[0, "in-domain after"] == 0.8 and np.isnan(headline.loc[0, "in-domain before"])
     assert (headline["probe before"] == 0.2).all() and (headline["probe after"] == 0.1).all()  # no demonstrations
+
+
+def test_findings_come_first_and_say_when_intervals_are_missing(report):
+    out = report[0]
+    found = read(out, "findings").set_index("finding")
+    assert list(found.index) == [f.key for f in findings.FINDINGS]
+    assert (found["seeds"] <= 1).all() and (found["verdict"] == "inconclusive").all()  # one seed: no interval
+    assert found.loc["b_cls_to_gen", "value"] == pytest.approx((-0.75 - 0.5) / 2)  # the mrc_directions number
+    html = (out / "index.html").read_text()
+    assert html.index('<h2 id="findings">') < html.index('<h2 id="jobs">')
+    assert "intervals are missing" in html

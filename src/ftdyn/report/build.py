@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ftdyn import results
-from ftdyn.report import collect, figures, mrc, tables
+from ftdyn.report import collect, figures, findings, mrc, tables
 from ftdyn.report.html import Section, page
 from ftdyn.report.wandb_log import log_tables
 
@@ -91,6 +91,18 @@ def _direction_sections(changes: pd.DataFrame) -> list[Section]:
     return sections
 
 
+def findings_section(table: pd.DataFrame, kinds: dict[str, str]) -> Section:
+    """The source papers' findings with ftdyn's number, interval across seeds and verdict (findings.py)."""
+    found = findings.findings(table, kinds)
+    seeds = int(table["seed"].nunique()) if "seed" in table else 0
+    missing = "" if seeds >= 2 else f" This sweep ran {seeds} seed(s): intervals are missing, so every " \
+                                     "verdict is inconclusive (run seed=0,1,2)."
+    return Section("findings", "Findings", "Each claim of a source paper, the statistic ftdyn computes for it per "
+                   "fine-tuning seed, its mean and 95% Student-t interval across seeds, and the verdict by the "
+                   "rule beside it. A finding the sweep cannot compute says what it needs." + missing,
+                   found, "no rows")
+
+
 def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFrame, list[collect.Job]]:
     """Write the whole report for `dirs` into `out`; return the results table and the jobs kept."""
     jobs = collect.one_per_run_key(collect.find_jobs(dirs))
@@ -104,8 +116,10 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFra
     collect.write_csv(job_table, out / "jobs.csv")
     finished = [j for j in jobs if j.status == "finished"]
     kinds = {(j.config.get("task") or {}).get("name"): (j.config.get("task") or {}).get("kind") for j in jobs}
-    sections = derived_sections(table[table["status"] == "finished"], collect.read_examples(finished),
-                                {k: v for k, v in kinds.items() if k and v}, out, seed)
+    kinds = {k: v for k, v in kinds.items() if k and v}
+    done = table[table["status"] == "finished"]
+    sections = [findings_section(done, kinds),
+                *derived_sections(done, collect.read_examples(finished), kinds, out, seed)]
     for section in sections:
         if not section.table.empty:
             collect.write_csv(section.table, out / f"{section.name}.csv")
@@ -115,7 +129,7 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFra
     counts = ", ".join(f"{n} {status}" for status, n in job_table["status"].value_counts().items())
     intro = [f"Sweeps: {', '.join(str(Path(d).resolve()) for d in dirs)}",
              f"Jobs: {counts}. Derived tables use finished jobs; results.parquet / results.csv hold every row."]
-    results.write_atomic(out / "index.html", page("ftdyn report", intro, [jobs_section, *sections]))
+    results.write_atomic(out / "index.html", page("ftdyn report", intro, [sections[0], jobs_section, *sections[1:]]))
     if "wandb" in collect.job_kinds(jobs):
         project = next((j.config["logger"].get("project") for j in jobs
                         if (j.config.get("logger") or {}).get("project")), "ftdyn")
