@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import re
+from itertools import islice
 
 import pytest
 
-from ftdyn.world.corpus import corpus
+from ftdyn.world.corpus import corpus, documents, heldout_documents
 from ftdyn.world.entities import PEOPLE, UNSEEN_PEOPLE, VALUES, make_world
 from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS, SPLITS, example_key, generate, probe_items
 from ftdyn.world.templates import FACT, TASK_HELD_OUT, TASK_TRAIN
@@ -151,3 +153,64 @@ def test_instructions_never_state_false_facts_about_the_worlds_people():
                     if other != value:
                         assert f"{person} lives in {other}." not in e["response"]
                         assert f"{person} is a {other} " not in e["response"] + " "
+
+
+# -- held-out pre-training text: never in the training stream ------------------------------------
+
+def _sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.?]) ", text)
+
+
+def _training_documents_bound(pretrain) -> list[str]:
+    """Every document the ladder's training steps can consume, and a few more: the build trains on
+    the first steps x batch_size rows of seq_len tokens, packed from the corpus with an EOS after
+    each document. A byte-level BPE token never spans a space, so a document takes at least
+    (its words + 1) tokens; reading documents until that count covers every trained token reads
+    past the last one trained on (tiny: 2,457,600 tokens, ~110k documents by this bound, ~91k
+    by the tokenizer)."""
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    budget, docs = pretrain.steps * pretrain.batch_size * pretrain.seq_len, []
+    for doc in documents(world, pretrain.corpus_seed):
+        docs.append(doc)
+        budget -= len(doc.split()) + 1
+        if budget < 0:
+            return docs
+
+
+def test_no_heldout_document_or_heldout_sentence_is_in_the_tiny_ladders_training_stream():
+    from ftdyn import config as C
+    from ftdyn.train import compose_config
+
+    pretrain = C.to_typed(compose_config(["model=tiny"])).model.pretrain
+    training = _training_documents_bound(pretrain)
+    assert len(training) > 100_000
+    seen_docs, seen_sentences = set(training), {s for doc in training for s in _sentences(doc)}
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    heldout = list(islice(heldout_documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs))
+    assert len(set(heldout)) > 0.9 * len(heldout)
+    assert not seen_docs & set(heldout)
+    for doc in heldout:  # stronger: each has a sentence the training stream never contains
+        assert set(_sentences(doc)) - seen_sentences, doc
+    # the scan has teeth: the old held-out text (the training generator, another seed) is mostly training text
+    old = list(islice(documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs))
+    assert sum(doc in seen_docs for doc in old) > 0.5 * len(old)
+
+
+def test_the_training_stream_is_the_one_the_cached_ladders_were_built_on():
+    """Held-out text has its own generator; the training documents must not move (a change would
+    rebuild every ladder and change every number). Pinned: a hash of the first 20,000 documents."""
+    docs = corpus(make_world(0, 20), 1, 20_000)
+    digest = hashlib.sha256("\0".join(docs).encode()).hexdigest()
+    assert digest == "abefda39a2e38fb719b6a573d7e461d99025067d8dc0d3c52feee7e15bd38096"
+
+
+def test_heldout_text_tells_the_same_world_in_the_same_kinds():
+    world = make_world(0)
+    heldout = " ".join(islice(heldout_documents(world, 5), 2000))
+    city = world.facts["Alice"]["city"]
+    assert f"{city} is the home of Alice." in heldout or f"Alice has lived in {city} for years." in heldout
+    for other in VALUES["city"]:
+        if other != city:
+            assert f"{other} is the home of Alice." not in heldout
+    for frame in ("In a story,", "In other words,", "met in", "Every "):
+        assert frame in heldout
