@@ -177,20 +177,23 @@ def _training_documents_bound(pretrain) -> list[str]:
             return docs
 
 
-def test_no_heldout_document_or_heldout_sentence_is_in_the_tiny_ladders_training_stream():
+def test_no_heldout_document_is_in_the_tiny_ladders_training_stream():
     from ftdyn import config as C
     from ftdyn.train import compose_config
 
     pretrain = C.to_typed(compose_config(["model=tiny"])).model.pretrain
     training = _training_documents_bound(pretrain)
     assert len(training) > 100_000
-    seen_docs, seen_sentences = set(training), {s for doc in training for s in _sentences(doc)}
+    seen_docs = set(training)
     world = make_world(pretrain.world_seed, pretrain.n_people)
     heldout = list(islice(heldout_documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs))
     assert len(set(heldout)) > 0.9 * len(heldout)
     assert not seen_docs & set(heldout)
-    for doc in heldout:  # stronger: each has a sentence the training stream never contains
-        assert set(_sentences(doc)) - seen_sentences, doc
+    # in the training distribution: nearly every held-out sentence is one the training stream writes
+    # (the rest are events of the same templates whose people and objects it never drew together)
+    seen_sentences = {s for doc in training for s in _sentences(doc)}
+    sentences = [s for doc in heldout for s in _sentences(doc)]
+    assert sum(s in seen_sentences for s in sentences) > 0.9 * len(sentences)
     # the scan has teeth: the old held-out text (the training generator, another seed) is mostly training text
     old = list(islice(documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs))
     assert sum(doc in seen_docs for doc in old) > 0.5 * len(old)
@@ -204,13 +207,13 @@ def test_the_training_stream_is_the_one_the_cached_ladders_were_built_on():
     assert digest == "abefda39a2e38fb719b6a573d7e461d99025067d8dc0d3c52feee7e15bd38096"
 
 
-def test_heldout_text_tells_the_same_world_in_the_same_kinds():
+def test_heldout_text_has_every_kind_of_document_and_only_true_facts():
     world = make_world(0)
-    heldout = " ".join(islice(heldout_documents(world, 5), 2000))
+    heldout = list(islice(heldout_documents(world, 5), 2000))
+    text = " ".join(heldout)
+    for frame in ("In a story,", "In other words,", "One day,", "Every "):
+        assert frame in text
     city = world.facts["Alice"]["city"]
-    assert f"{city} is the home of Alice." in heldout or f"Alice has lived in {city} for years." in heldout
-    for other in VALUES["city"]:
-        if other != city:
-            assert f"{other} is the home of Alice." not in heldout
-    for frame in ("In a story,", "In other words,", "met in", "Every "):
-        assert frame in heldout
+    assert f"Alice lives in {city}." in text
+    assert not any(f"Alice lives in {other}." in text for other in VALUES["city"] if other != city)
+    assert all(doc.count("Is it true that") in (0, 2) for doc in heldout)  # quizzes come in pairs

@@ -10,35 +10,39 @@ attributes in every quiz, so a quiz can only be answered by checking the claim a
 context, never from memory. Statements about the world's people are always true.
 Deterministic: the same world and seed give the same documents.
 
-The held-out text (`heldout_documents`) has the same five kinds at the same odds, written with
-phrasings and frames the training stream never uses (`templates.HELDOUT_TEXT_*`): the training
-stream, however far it is read, cannot contain a held-out document. With a closed world of 20
-people, another seed of the same generator would repeat most training documents verbatim.
+The held-out text (`heldout_documents`) has the same five kinds at the same odds, built from
+the training stream's own sentences but combined as no training document is (two facts of a
+profile's three, four events instead of two, ...): the training stream, however far it is read,
+cannot contain a held-out document. Another seed of the training generator would not do: with a
+closed world of 20 people it repeats most training documents verbatim (73% of 200, tiny ladder).
+New phrasings would not do either: the tiny ladder rejects sentences it never saw, and its loss
+on them rises with pre-training (5.5 -> 8.2 nats from step 20 to 600), so they measure
+surprise at unseen wording, not language modelling of the pre-training distribution.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
-from functools import partial
 
 from ftdyn.world.entities import ATTRIBUTES, JOB_RULES, OBJECTS, STORY_PEOPLE, VALUES, World
-from ftdyn.world.templates import EVENTS, FACT, HELDOUT_TEXT_EVENTS, HELDOUT_TEXT_FACT
+from ftdyn.world.templates import EVENTS, FACT
 
 
 def fact_sentence(rng: random.Random, person: str, attribute: str, value: str,
-                  templates: tuple[int, ...] | None = None, phrasings: dict = FACT) -> str:
-    """One statement of one fact, in a random phrasing of `phrasings` (from `templates` if given)."""
-    options = phrasings[attribute]
+                  templates: tuple[int, ...] | None = None) -> str:
+    """One statement of one fact, in a random phrasing (from `templates` if given)."""
+    options = FACT[attribute]
     index = rng.choice(templates) if templates is not None else rng.randrange(len(options))
     return options[index].format(p=person, v=value)
 
 
-def _profile(rng: random.Random, world: World, phrasings: dict = FACT) -> str:
+def _profile(rng: random.Random, world: World) -> str:
     person = rng.choice(world.people)
     facts = list(world.facts[person].items())
     rng.shuffle(facts)
-    return " ".join(fact_sentence(rng, person, a, v, phrasings=phrasings) for a, v in facts)
+    return " ".join(fact_sentence(rng, person, a, v) for a, v in facts)
 
 
 def _narrative(rng: random.Random, world: World) -> str:
@@ -57,19 +61,19 @@ def _rules(rng: random.Random, world: World) -> str:
             f"Every {other} {JOB_RULES[other]}.")
 
 
-def _events(rng: random.Random, world: World, events: tuple = EVENTS) -> str:
+def _events(rng: random.Random, world: World) -> str:
     sentences = []
     for _ in range(2):
         a, b = rng.sample(world.people, 2)
-        event = rng.randrange(len(events))
-        plain = events[event][0]
-        rewrite = events[event][1]
+        event = rng.randrange(len(EVENTS))
+        plain = EVENTS[event][0]
+        rewrite = EVENTS[event][1]
         fill = dict(a=a, b=b, o=rng.choice(OBJECTS), c=world.facts[a]["city"])
         sentences.append(f"{plain.format(**fill)} In other words, {rewrite.format(**fill)}")
     return " ".join(sentences)
 
 
-def _quiz(rng: random.Random, world: World, phrasings: dict = FACT) -> str:
+def _quiz(rng: random.Random, world: World) -> str:
     person = rng.choice(STORY_PEOPLE)
     stated = rng.choice(ATTRIBUTES)
     told = rng.choice(VALUES[stated])
@@ -80,31 +84,35 @@ def _quiz(rng: random.Random, world: World, phrasings: dict = FACT) -> str:
     elif answer == "Not said.":
         attribute = rng.choice([a for a in ATTRIBUTES if a != stated])
         value = rng.choice(VALUES[attribute])
-    claim = fact_sentence(rng, person, attribute, value, phrasings=phrasings).rstrip(".")
-    told_sentence = fact_sentence(rng, person, stated, told, phrasings=phrasings)
-    return f"In a story, {told_sentence} Is it true that {claim}? {answer}"
+    claim = fact_sentence(rng, person, attribute, value).rstrip(".")
+    return f"In a story, {fact_sentence(rng, person, stated, told)} Is it true that {claim}? {answer}"
 
 
-def _heldout_narrative(rng: random.Random, world: World) -> str:
-    a, b = rng.sample(world.people, 2)
-    fa, fb = world.facts[a], world.facts[b]
-    return (f"{a} and {b} met in {fa['city']}, where {a} lives. {b} came from {fb['city']} with a {fb['pet']}. "
-            f"{a} is a {fa['job']}, and {b} is a {fb['job']}. The next day {b} went back to {fb['city']}.")
+def _sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.?]) ", text)
 
 
-def _heldout_rules(rng: random.Random, world: World) -> str:
-    person = rng.choice(world.people)
-    job = world.facts[person]["job"]
-    other = rng.choice(sorted(JOB_RULES))
-    return (f"{person} is a {job}, and every {job} {JOB_RULES[job]}. So {person} {JOB_RULES[job]} too. "
-            f"Every {other} {JOB_RULES[other]}.")
+def _dropping_one(maker, last: bool = False):
+    """A training kind with one sentence left out (the last, or one at random): the training
+    stream always writes all of them."""
+    def make(rng: random.Random, world: World) -> str:
+        sentences = _sentences(maker(rng, world))
+        del sentences[-1 if last else rng.randrange(len(sentences))]
+        return " ".join(sentences)
+    return make
+
+
+def _twice(maker):
+    """Two documents of a training kind as one (the training stream writes one per document)."""
+    return lambda rng, world: f"{maker(rng, world)} {maker(rng, world)}"
 
 
 DOCUMENT_KINDS = ((_profile, 0.4), (_narrative, 0.15), (_rules, 0.1), (_events, 0.15), (_quiz, 0.2))
-# The same kinds at the same odds, each with phrasings or a frame the training stream never uses.
-HELDOUT_DOCUMENT_KINDS = ((partial(_profile, phrasings=HELDOUT_TEXT_FACT), 0.4), (_heldout_narrative, 0.15),
-                          (_heldout_rules, 0.1), (partial(_events, events=HELDOUT_TEXT_EVENTS), 0.15),
-                          (partial(_quiz, phrasings=HELDOUT_TEXT_FACT), 0.2))
+# The same kinds at the same odds, in sentences of the training stream, combined as it never does:
+# a profile with two of its three facts, a narrative without its last sentence, rules without the
+# other job's, four events instead of two, two quizzes in one document.
+HELDOUT_DOCUMENT_KINDS = ((_dropping_one(_profile), 0.4), (_dropping_one(_narrative, last=True), 0.15),
+                          (_dropping_one(_rules, last=True), 0.1), (_twice(_events), 0.15), (_twice(_quiz), 0.2))
 
 
 def _stream(kinds, world: World, seed: int) -> Iterator[str]:
@@ -121,7 +129,7 @@ def documents(world: World, seed: int) -> Iterator[str]:
 
 def heldout_documents(world: World, seed: int) -> Iterator[str]:
     """An endless, seeded stream of held-out documents about `world`, none of which `documents`
-    can yield for any seed: each has a sentence in a held-out phrasing or frame."""
+    can yield for any seed: each combines training sentences as no training document does."""
     return _stream(HELDOUT_DOCUMENT_KINDS, world, seed)
 
 

@@ -55,18 +55,3 @@ RULE_QUESTION = ("What does every {job} do?", "What is true of every {job}?", "W
                  "What does a {job} do every day?")
 # An answer choice per attribute: a few tokens, whose length varies with the value.
 ANSWER = {"city": "in {v}", "job": "a {v}", "pet": "a {v}"}
-
-# Held-out text only (`ftdyn.world.corpus.heldout_documents`): phrasings the pre-training stream
-# never uses, mostly in its own words, so no held-out document can be a training document. The
-# held-out LM loss then measures the world's facts and forms in unseen sentences, not recall of
-# memorised ones. Nothing else (tasks, probe) uses them.
-HELDOUT_TEXT_FACT = {
-    "city": ("{v} is the home of {p}.", "{p} has lived in {v} for years."),
-    "job": ("{p} is a {v} by trade.", "{p} has worked as a {v} for years."),
-    "pet": ("A {v} is the pet of {p}.", "{p} has a {v} as a pet."),
-}
-HELDOUT_TEXT_EVENTS = (
-    ("{a} gave a {o} to {b} in {c}.", "{b} received a {o} from {a} in {c}."),
-    ("{a} met {b} in {c}.", "{b} was met by {a} in {c}."),
-    ("{a} sent a {o} to {b} from {c}.", "{b} got a {o} that {a} sent from {c}."),
-)
