@@ -193,3 +193,18 @@ def test_findings_table_has_one_line_per_finding_with_its_rule():
 def test_undefined_mrc_entries_are_left_out_and_counted():
     out = run("b_gen_to_cls", table(cross_rows(-0.6, 0.003)))
     assert "9 of 18 entries undefined" in out["note"]  # cls2/test's zero base at 3 checkpoints x 3 seeds
+
+
+def test_joint_law_r2_on_planted_additive_forgetting():
+    rows = []
+    rng = np.random.default_rng(1)
+    for seed in SEEDS:
+        for rank, params in ((1, 1e4), (4, 4e4), (16, 1.6e5), (64, 6.4e5)):
+            key = f"lora-{rank}-{seed}"
+            rows.append({**row(seed, "cls", 100, "run", "run", "trainable_params", params), "run_key": key})
+            for step in range(10, 260, 10):
+                forget = float(F.fits.additive_law(params, step, -1.0, 2e3, 30.0, 0.4, 0.8, 0.5, 3.0))
+                rows.append({**row(seed, "cls", 100, f"step_{step}", "pretrain", "forget_ce",
+                                   forget + rng.normal(0, 1e-3)), "run_key": key, "lora_rank": rank})
+    out = run("c_joint_law", table(rows))
+    assert out["value"] > 0.99 and out["verdict"] == "reproduced"

@@ -145,13 +145,26 @@ def test_mrc_equals_a_hand_computation(report):
 def test_forgetting_law_and_power_law_recover_planted_rows(report):
     law = read(report[0], "forgetting_law").set_index("task").loc["syn_nli"]
     assert (law["c"], law["s"], law["r2"]) == pytest.approx((1.5, 3.5, 1.0))
-    laws = read(report[0], "power_laws").set_index("metric")
+    laws = read(report[0], "power_laws")
+    assert set(laws["law"]) == {"additive", "product"}  # the paper's form and ftdyn's own, both labelled
+    assert laws["form"].str.contains("Kalajdzievski").sum() == 2 and laws["form"].str.contains("ftdyn").sum() == 2
+    laws = laws[laws["law"] == "product"].set_index("metric")
     for name, value in PLANTED.items():
         assert laws.loc["train_loss", name] == pytest.approx(value, rel=0.01), name
     assert laws.loc["train_loss", "ranks"] == 4
     ceiling = {"s": 3.5 - 1.5 * PLANTED["s"], "a": -1.5 * PLANTED["a"]}  # forget_ce rises towards 2.75
     for name, value in {**PLANTED, **ceiling}.items():
         assert laws.loc["forget_ce", name] == pytest.approx(value, rel=0.01), name
+
+
+def test_law_fits_leave_out_each_runs_first_steps(report):
+    """The planted runs last 100 steps: round(50 / 260 * 100) = 19 are left out, so fits start at step 20
+    (every rank's points pooled: 4 ranks x 9 steps); --skip-steps 0 keeps all 10 steps."""
+    assert read(report[0], "forgetting_law").set_index("task").loc["syn_nli", "n"] == 4 * 9
+    points = tables.in_loop(report[1][report[1]["status"] == "finished"])
+    assert len(tables.law_points(points, 0)) == len(points) == 4 * 10
+    assert tables.law_points(points)["step"].min() == 20
+    assert tables.law_points(points, 50)["step"].min() == 60
 
 
 def test_before_after_intervals_bracket_the_mean(report):

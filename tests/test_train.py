@@ -154,6 +154,11 @@ def test_in_loop_rows_appear_at_the_requested_interval(micro_ladder, tmp_path):
             assert f"step_{step}/{metric}" in metrics
     assert metrics["step_8/tinyworld_heldout/forget_kl"] == 0.0  # the probe stage leaves the LM untouched
     assert metrics["step_16/tinyworld_heldout/forget_kl"] > 0.0
+    # the world-facts probe along training (Kalajdzievski Fig. 4): acc, and agreement with the base's answers
+    assert metrics["step_8/world_facts/acc_vs_base"] == 1.0  # the LM untouched: every answer the base's
+    assert metrics["step_8/world_facts/acc"] == pytest.approx(metrics["before/world_facts/acc"])
+    assert 0.0 <= metrics["step_16/world_facts/acc_vs_base"] <= 1.0
+    assert metrics["after/world_facts/acc"] == pytest.approx(metrics["step_16/world_facts/acc"])  # same weights
 
 
 def test_generation_task_writes_rouge_rows_that_sft_raises(micro_ladder, tmp_path):

@@ -140,6 +140,9 @@ class ModelConfig:
                        f"{self.pretrain.steps}: the last checkpoint must be the final step")
         if self.source == ModelSource.hub and not self.hf_id:
             out.append("model.hf_id is required when model.source=hub")
+        if self.text.path and self.text.heldout_split == self.text.replay_split:
+            out.append(f"model.text.heldout_split and model.text.replay_split are both {self.text.heldout_split!r}: "
+                       "replay would train on the held-out text; name two different splits")
         return out
 
 

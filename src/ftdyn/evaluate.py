@@ -253,11 +253,19 @@ def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -
     return rows
 
 
-def probe_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> list[int]:
-    """Per fact of the world, 1 if the model completes it correctly (cloze over its attribute's values)."""
+def probe_predictions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world,
+                      batch_size: int = 64) -> tuple[list[int], list[int]]:
+    """Per fact of the world, the value the model completes it with (cloze over its attribute's
+    values) and the true one, as indices into the choices."""
     items = probe_items(world)
     scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch_size)
-    return [int(int(s.argmax()) == i["choices"].index(i["label"])) for s, i in zip(scores, items)]
+    return [int(s.argmax()) for s in scores], [i["choices"].index(i["label"]) for i in items]
+
+
+def probe_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> list[int]:
+    """Per fact of the world, 1 if the model completes it correctly (cloze over its attribute's values)."""
+    predicted, golds = probe_predictions(model, tokenizer, world, batch_size)
+    return [int(p == g) for p, g in zip(predicted, golds)]
 
 
 def probe_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> float:

@@ -24,12 +24,15 @@ LEGEND = ("before → after fine-tuning. in-domain, out-of-domain: acc (rougeL f
 
 
 def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], out: Path,
-                     seed: int = 0) -> list[Section]:
-    """Every derived table of the report with its figure (drawn into `out`)."""
+                     seed: int = 0, skip_steps: int | None = None) -> list[Section]:
+    """Every derived table of the report with its figure (drawn into `out`). The forgetting laws
+    leave each run's first steps out (`tables.law_points`, `skip_steps`)."""
     ba = tables.before_after(table, examples, seed)
     changes = mrc.cross_task_changes(table, kinds)
-    transfer, points = mrc.mrc(changes), tables.in_loop(table)
+    transfer, points = mrc.mrc(changes), tables.law_points(tables.in_loop(table), skip_steps)
     law, laws = tables.forgetting_law(points), tables.power_laws(points)
+    skipped = (f"the first {skip_steps} steps of each run left out" if skip_steps is not None else
+               "each run's first 50/260 of its steps left out, as Kalajdzievski leaves out 50 of 260")
     summary = tables.run_summary(table)
     replay, methods = tables.replay(summary), tables.methods(summary)
     bins = tables.reliability(table, examples)
@@ -50,16 +53,19 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "MRC per training task x checkpoint; red: fine-tuning hurt the other tasks."),
         *_direction_sections(changes),
         Section("forgetting_law", "Forgetting vs fine-tuning loss",
-                "Least-squares line forget_ce = -c * train_loss + s per training task over in-loop steps "
-                "(Kalajdzievski's L_f: cross-entropy to the base model's soft next-token targets).", law,
+                "Least-squares line forget_ce = -c * train_loss + s per training task over in-loop steps, every "
+                f"rank pooled, {skipped} (Kalajdzievski's Eq. 4; L_f: cross-entropy to the base model's soft "
+                "next-token targets).", law,
                 "needs in-loop rows (eval.every_n_steps > 0)", figures.forgetting_vs_loss(points, law, out),
                 "In-loop (fine-tuning loss, forgetting) points and the fitted line per task."),
-        Section("power_laws", "Shifted power laws in parameters and steps",
-                "L(P, N) = s + a * P^alpha * (N + b)^beta fitted in log space to train_loss and forget_ce over "
-                "LoRA ranks (P trainable parameters, N steps); ftdyn's form, the paper's Eq. 5-6 were unavailable.",
+        Section("power_laws", "Joint laws in parameters and steps",
+                "Fitted to train_loss and forget_ce over LoRA ranks (P trainable parameters, N steps), "
+                f"{skipped}: law=additive is Kalajdzievski's Eq. 5-6, L = c((a/P)^alpha + (b/N)^beta)^rho + s "
+                "(least squares on L; a, b, c are identified only together, shown with |c| = 1); law=product is "
+                "ftdyn's own, L = s + a P^alpha (N + b)^beta (fitted on log L).",
                 laws, "needs LoRA jobs at >= 2 ranks with in-loop rows (eval.every_n_steps > 0)",
                 figures.power_law_curves(points, laws, out),
-                "Loss against step per LoRA rank (points) with the fitted power law (lines)."),
+                "Loss against step per LoRA rank (points fitted) with each fitted joint law (lines)."),
         Section("replay", "Replay rate", "In-domain gain (after - before, acc or rougeL) and forgetting "
                 "(forget_kl after) per share of pre-training text in each batch.", replay,
                 "needs >= 2 replay rates (replay.rate)", figures.replay_curves(replay, out),
@@ -103,7 +109,8 @@ def findings_section(table: pd.DataFrame, kinds: dict[str, str]) -> Section:
                    found, "no rows")
 
 
-def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFrame, list[collect.Job]]:
+def build_report(dirs: list[Path], out: Path, seed: int = 0,
+                 skip_steps: int | None = None) -> tuple[pd.DataFrame, list[collect.Job]]:
     """Write the whole report for `dirs` into `out`; return the results table and the jobs kept."""
     jobs = collect.one_per_run_key(collect.find_jobs(dirs))
     table = collect.read_results(jobs)
@@ -119,7 +126,7 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFra
     kinds = {k: v for k, v in kinds.items() if k and v}
     done = table[table["status"] == "finished"]
     sections = [findings_section(done, kinds),
-                *derived_sections(done, collect.read_examples(finished), kinds, out, seed)]
+                *derived_sections(done, collect.read_examples(finished), kinds, out, seed, skip_steps)]
     for section in sections:
         if not section.table.empty:
             collect.write_csv(section.table, out / f"{section.name}.csv")
@@ -159,10 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories (job directories under them)")
     parser.add_argument("--out", type=Path, help="report directory (default: <first sweep>/report)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--skip-steps", type=int, default=None,
+                        help="first steps of each run the forgetting laws leave out (default: 50/260 of "
+                             "the run's steps, as Kalajdzievski; 0 keeps every step)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.dirs[0] / "report"
-    table, jobs = build_report(args.dirs, out, args.seed)
+    table, jobs = build_report(args.dirs, out, args.seed, args.skip_steps)
     headline = tables.headline(table[table["status"] == "finished"])
     print(LEGEND if not headline.empty else "no finished job: nothing to compare before and after")
     if not headline.empty:

@@ -136,14 +136,13 @@ def power_law_curves(points: pd.DataFrame, laws: pd.DataFrame, out: Path) -> str
         for i, (rank, r) in enumerate(g.groupby("lora_rank")):
             ax.scatter(r["step"], r[fit["metric"]], s=10, color=f"C{i}", alpha=0.6)
             steps = np.linspace(r["step"].min(), r["step"].max(), 100)
-            params = {k: fit[k] for k in fits.POWER_LAW_PARAMS}
-            ax.plot(steps, fits.power_law(r["trainable_params"].iloc[0], steps, **params), color=f"C{i}",
+            ax.plot(steps, fits.joint_law_curve(fit, r["trainable_params"].iloc[0], steps), color=f"C{i}",
                     label=f"rank {int(rank)} (P={int(r['trainable_params'].iloc[0]):,})")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set(xlabel="step N", ylabel=fit["metric"],
-               title=f"{fit['task']} {fit['metric']}: R²={fit['r2']:.3f}")
+               title=f"{fit['task']} {fit['metric']}, {fit.get('law', 'product')} law: R²={fit['r2']:.3f}")
         ax.legend(fontsize=7)
     return _save(fig, out, "power_law_curves")
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ftdyn.report import fits, mrc
+from ftdyn.report import fits, mrc, tables
 from ftdyn.report.tables import FORGET, PRIMARY
 
 log = logging.getLogger(__name__)
@@ -215,19 +215,20 @@ def _direction(train_kind: str, eval_kind: str) -> Callable[[pd.DataFrame, dict[
 
 
 def _law_r2(table: pd.DataFrame, fit: Callable[[pd.DataFrame], float]) -> pd.Series:
-    steps = table[table["stage"].astype(str).str.startswith("step_")]
-    if steps.empty:
+    """Per seed: the R² of a law fitted to the report's own in-loop points (each run's first steps
+    left out, `tables.law_points`), mean over training tasks."""
+    points = tables.law_points(tables.in_loop(table))
+    if points.empty:
         raise Missing("needs in-loop rows (eval.every_n_steps > 0)")
-    wide = steps.groupby(["seed", "task", "run_key", "stage", "metric"])["value"].mean().unstack("metric")
-    wide = wide.reset_index()
+    points["seed"] = points["run_key"].map(table.drop_duplicates("run_key").set_index("run_key")["seed"])
     out = {}
-    for seed, by_seed in wide.groupby("seed"):
+    for seed, by_seed in points.groupby("seed"):
         r2 = []
-        for _, group in by_seed.groupby("task"):
+        for task, group in by_seed.groupby("task"):
             try:
                 r2.append(fit(group))
             except ValueError as err:
-                log.warning("finding: law fit on seed %s: %s", seed, err)
+                log.warning("finding: law fit on %s, seed %s: %s", task, seed, err)
         if r2:
             out[seed] = float(np.mean(r2))
     if not out:
@@ -237,8 +238,20 @@ def _law_r2(table: pd.DataFrame, fit: Callable[[pd.DataFrame], float]) -> pd.Ser
 
 def linear_law_r2(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
     def fit(group: pd.DataFrame) -> float:
-        data = group.dropna(subset=["train_loss", FORGET]) if {"train_loss", FORGET} <= set(group) else group[:0]
+        if not {"train_loss", FORGET} <= set(group):
+            raise ValueError(f"needs train_loss and {FORGET} in-loop rows")
+        data = group.dropna(subset=["train_loss", FORGET])
         return fits.linear_law(data["train_loss"], data[FORGET])["r2"]
+    return _law_r2(table, fit)
+
+
+def joint_law_r2(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
+    def fit(group: pd.DataFrame) -> float:
+        lora = group[group["lora_rank"].notna()] if "lora_rank" in group else group[:0]
+        if FORGET not in lora or lora["lora_rank"].nunique() < 2:
+            raise ValueError(f"needs LoRA runs at >= 2 ranks with {FORGET} in-loop rows")
+        data = lora.dropna(subset=[FORGET, "trainable_params"])
+        return fits.fit_additive_law(data["trainable_params"], data["step"], data[FORGET])["r2"]
     return _law_r2(table, fit)
 
 
@@ -292,6 +305,10 @@ FINDINGS = [
     Finding("c_linear_law", "Kalajdzievski §4.1, Eq. 4", "Forgetting is linear in the fine-tuning loss",
             "R² .945 (OpenOrca), .974 (News)", "R² of forget_ce = -c * train_loss + s over in-loop steps, all "
             "ranks pooled, mean over tasks", +1, 0.9, linear_law_r2),
+    Finding("c_joint_law", "Kalajdzievski §4.1, Eq. 5-6", "Forgetting is a shifted power law in parameters "
+            "and steps", "R² .960 (OpenOrca), .977 (News)", "R² of the additive joint law c((a/P)^alpha + "
+            "(b/N)^beta)^rho + s fitted to forget_ce over LoRA ranks and in-loop steps, mean over tasks", +1, 0.9,
+            joint_law_r2),
     Finding("e_replay", "CMU poster (Kapoor & Kotha)", "5-10% replay nearly removes forgetting",
             "X2 prediction stays near 1 with replay", "1 - forget_kl(5-10% replay) / forget_kl(no replay), "
             "after fine-tuning, mean over cells", +1, 0.5, replay_reduction),

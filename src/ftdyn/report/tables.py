@@ -146,6 +146,17 @@ def in_loop(table: pd.DataFrame) -> pd.DataFrame:
     return wide.drop(columns="stage").sort_values(["task", "run_key", "step"]).reset_index(drop=True)
 
 
+def law_points(points: pd.DataFrame, skip_steps: int | None = None) -> pd.DataFrame:
+    """The in-loop points the forgetting laws are fitted to: each run's points after its first
+    `fits.skipped_steps` steps (the paper's 50 of 260, scaled to the run's last in-loop step,
+    unless `skip_steps` is given)."""
+    if points.empty:
+        return points
+    run_steps = points.groupby("run_key")["step"].transform("max")
+    skipped = run_steps.map(lambda n: fits.skipped_steps(int(n), skip_steps))
+    return points[points["step"] > skipped].reset_index(drop=True)
+
+
 def forgetting_law(points: pd.DataFrame) -> pd.DataFrame:
     """Kalajdzievski's linear law forget_ce = -c * train_loss + s per training task (all runs and
     in-loop steps of the task pooled, as the paper pools its ranks)."""
@@ -160,9 +171,13 @@ def forgetting_law(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+JOINT_FITS = {"additive": fits.fit_additive_law, "product": fits.fit_power_law}
+
+
 def power_laws(points: pd.DataFrame) -> pd.DataFrame:
-    """Shifted power law (fits.power_law) of train_loss and forget_ce in trainable parameters P and
-    step N, per training task, over LoRA runs (lora_rank set) at >= 2 ranks."""
+    """Joint laws (fits.JOINT_LAWS: Kalajdzievski's additive form, and ftdyn's own product form)
+    of train_loss and forget_ce in trainable parameters P and step N, per training task, over
+    LoRA runs (lora_rank set) at >= 2 ranks; `law` names the form, `form` labels it."""
     if points.empty or "lora_rank" not in points:
         return pd.DataFrame()
     lora = points[points["lora_rank"].notna() & points["trainable_params"].notna()]
@@ -170,12 +185,14 @@ def power_laws(points: pd.DataFrame) -> pd.DataFrame:
     for task, group in lora.groupby("task"):
         for metric in ("train_loss", FORGET):
             data = group.dropna(subset=[metric])
-            try:
-                fit = fits.fit_power_law(data["trainable_params"], data["step"], data[metric])
-            except ValueError as err:  # listed, so a missing fit is explained in the report
-                log.warning("power law of %s on %s: %s", metric, task, err)
-                fit = {"note": str(err)}
-            out.append({"task": task, "metric": metric, "ranks": int(data["lora_rank"].nunique()), **fit})
+            for law, fit_law in JOINT_FITS.items():
+                try:
+                    fit = fit_law(data["trainable_params"], data["step"], data[metric])
+                except ValueError as err:  # listed, so a missing fit is explained in the report
+                    log.warning("%s law of %s on %s: %s", law, metric, task, err)
+                    fit = {"note": str(err)}
+                out.append({"task": task, "metric": metric, "law": law, "form": fits.JOINT_LAWS[law][0],
+                            "ranks": int(data["lora_rank"].nunique()), **fit})
     return pd.DataFrame(out)
 
 
