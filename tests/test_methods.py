@@ -11,7 +11,7 @@ from torch.distributed.tensor import DTensor
 import sklearn.linear_model
 from conftest import MICRO
 from ftdyn import config as C
-from ftdyn import ladder, tasks
+from ftdyn import ladder, results, tasks
 from ftdyn import train as train_module
 from ftdyn.choices import HEAD_METHODS
 from ftdyn.methods import add_lora, fit, plan, train_rows
@@ -206,3 +206,13 @@ def test_sharded_training_gives_back_whole_weights_equal_to_plain_training(tmp_p
     torch.testing.assert_close(sharded.head.weight, plain.head.weight)
     assert not torch.equal(plain.model.model.embed_tokens.weight, _setup([])[1].model.embed_tokens.weight)  # it trained
     assert {k: v for k, v in sharded.facts.items()} == pytest.approx(plain.facts)
+
+
+def test_probe_settings_key_only_the_methods_with_a_probe():
+    def key(*overrides: str) -> str:
+        return results.run_key(C.to_typed(compose_config(["model=micro", *overrides])))
+
+    for method in ("lp", "lpft", "lplora"):
+        assert key(f"method={method}", "method.probe_c=0.5") != key(f"method={method}")
+    for method in ("ft", "lorahead", "sft"):
+        assert key(f"method={method}", "method.probe_c=0.5", "method.probe_tol=1e-6") == key(f"method={method}")
