@@ -3,9 +3,12 @@ what scores a head method's task."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.distributed.tensor import DTensor
 
 import sklearn.linear_model
@@ -216,3 +219,11 @@ def test_probe_settings_key_only_the_methods_with_a_probe():
         assert key(f"method={method}", "method.probe_c=0.5") != key(f"method={method}")
     for method in ("ft", "lorahead", "sft"):
         assert key(f"method={method}", "method.probe_c=0.5", "method.probe_tol=1e-6") == key(f"method={method}")
+
+
+def test_the_lpft_study_compares_head_methods_with_head_methods_in_tomihari_and_satos_lora():
+    study = OmegaConf.load(Path(C.conf_dir()) / "experiment" / "lpft.yaml")
+    methods = study.hydra.sweeper.params.method.split(",")
+    assert sorted(methods) == ["ft", "lorahead", "lpft", "lplora"] and set(methods) <= set(HEAD_METHODS)
+    job = C.to_typed(compose_config(["+experiment=lpft", "method=lplora"]))
+    assert (list(job.method.targets), job.method.rank, job.method.alpha) == (["q_proj", "v_proj"], 8, 8.0)
