@@ -271,3 +271,87 @@ def test_the_headline_keeps_the_design_a_sweep_varies(report):
     lora = headline[headline["method"] == "lora"].set_index("lora_rank")
     assert sorted(lora.index) == [2, 4, 8, 16]
     assert lora.loc[8, ["in-domain before", "in-domain after"]].tolist() == pytest.approx([0.4, 0.7])
+
+
+def shot_row(eval_set, split_kind, stage, metric, value, prompt="default", shots=4):
+    return {**row(eval_set, split_kind, stage, metric, value, prompt), "shots": shots}
+
+
+def format_sweep(root: Path) -> Path:
+    """syn_nli and syn_summ jobs at checkpoints 10 and 40, each scored on the other's test set in
+    the default and io formats, 4-shot before and after; syn_nli at 40 has a zero base on
+    syn_summ/test in io."""
+    sweep = root / "formats"
+    scores = {  # (task, ckpt, prompt) -> (other task's set, metric, before, after)
+        ("syn_nli", 10, "default"): ("syn_summ/test", "rougeL", 0.40, 0.10),
+        ("syn_nli", 40, "default"): ("syn_summ/test", "rougeL", 0.50, 0.40),
+        ("syn_nli", 10, "io"): ("syn_summ/test", "rougeL", 0.20, 0.30),
+        ("syn_nli", 40, "io"): ("syn_summ/test", "rougeL", 0.0, 0.10),
+        ("syn_summ", 10, "default"): ("syn_nli/test", "acc", 0.40, 0.50),
+        ("syn_summ", 40, "default"): ("syn_nli/test", "acc", 0.50, 0.45),
+        ("syn_summ", 10, "io"): ("syn_nli/test", "acc", 0.30, 0.30),
+        ("syn_summ", 40, "io"): ("syn_nli/test", "acc", 0.60, 0.30),
+    }
+    for i, (task, ckpt) in enumerate(itertools.product(["syn_nli", "syn_summ"], [10, 40])):
+        rows = []
+        for prompt in ("default", "io"):
+            eval_set, metric, before, after = scores[task, ckpt, prompt]
+            rows += [shot_row(eval_set, "out_of_domain", "before", metric, before, prompt),
+                     shot_row(eval_set, "out_of_domain", "after", metric, after, prompt)]
+        write_job(sweep, str(i), facts(f"f{i}", task, ckpt), rows)
+    return sweep
+
+
+def test_mrc_per_format_with_an_undefined_entry_for_a_zero_base(tmp_path):
+    out = tmp_path / "report"
+    build_report([format_sweep(tmp_path)], out)
+    mrc = read(out, "mrc").set_index(["ckpt_step", "task", "prompt"])
+    assert mrc.loc[(10, "syn_nli", "default"), "mrc"] == pytest.approx(-0.75)  # (0.1 - 0.4) / 0.4
+    assert mrc.loc[(10, "syn_nli", "io"), "mrc"] == pytest.approx(0.5)  # (0.3 - 0.2) / 0.2
+    assert mrc.loc[(40, "syn_summ", "io"), "mrc"] == pytest.approx(-0.5)
+    assert (mrc["shots"] == 4).all()
+    zero = mrc.loc[(40, "syn_nli", "io")]
+    assert np.isnan(zero["mrc"]) and zero["undefined"] == "syn_summ/test: base score 0: relative change undefined"
+    assert mrc["undefined"].notna().sum() == 1
+
+    default = read(out, "mrc_directions").set_index("direction")  # the default format only
+    c2g = default.loc["classification -> generation"]
+    assert c2g["mean_change"] == pytest.approx((-0.75 - 0.2) / 2) and c2g["n"] == 2
+    assert (c2g["ckpt_10"], c2g["ckpt_40"]) == pytest.approx((-0.75, -0.2))
+    assert default.loc["generation -> classification", "mean_change"] == pytest.approx((0.25 - 0.1) / 2)
+    assert default["undefined"].isna().all()
+
+    io = read(out, "mrc_directions_io").set_index("direction")  # its own table
+    assert np.isnan(io.loc["classification -> generation", "mean_change"])  # one entry undefined: so is the mean
+    assert io.loc["classification -> generation", "ckpt_10"] == pytest.approx(0.5)
+    assert np.isnan(io.loc["classification -> generation", "ckpt_40"])
+    assert io.loc["classification -> generation", "undefined"] == \
+        "syn_nli at ckpt 40 on syn_summ/test: base score 0: relative change undefined"
+    assert io.loc["generation -> classification", "mean_change"] == pytest.approx((0.0 - 0.5) / 2)
+    html = (out / "index.html").read_text()
+    assert html.count("base score 0: relative change undefined") >= 2  # in MRC and in the io directions
+
+
+def test_rows_of_different_shots_are_never_compared(tmp_path):
+    """Before 4-shot, after 0-shot (fewshot.k_after=0): no gain, no MRC, no before/after pair."""
+    sweep = tmp_path / "sweep"
+    rows = [shot_row("test", "in_domain", "before", "acc", 0.4),
+            shot_row("test", "in_domain", "after", "acc", 0.8, shots=0),
+            shot_row("syn_summ/test", "out_of_domain", "before", "rougeL", 0.3),
+            shot_row("syn_summ/test", "out_of_domain", "after", "rougeL", 0.0, shots=0),
+            shot_row("world_facts", "probe", "before", "acc", 0.2, prompt=None, shots=0),
+            shot_row("world_facts", "probe", "after", "acc", 0.1, prompt=None, shots=0)]
+    write_job(sweep, "0", facts("s0"), rows)
+    out = tmp_path / "report"
+    table, _ = build_report([sweep], out)
+    ba = read(out, "before_after")
+    test = ba[ba["eval_set"] == "test"].set_index("shots")
+    assert test.loc[4, "before"] == 0.4 and np.isnan(test.loc[4, "after"])
+    assert test.loc[0, "after"] == 0.8 and np.isnan(test.loc[0, "before"])
+    mrc = read(out, "mrc").iloc[0]
+    assert np.isnan(mrc["mrc"]) and mrc["undefined"] == "syn_summ/test: before 4-shot, after 0-shot: not comparable"
+    assert np.isnan(tables.run_summary(table)["in_domain_gain"].iloc[0])
+    headline = tables.headline(table).set_index("shots")
+    assert headline.loc[4, "in-domain before"] == 0.4 and np.isnan(headline.loc[4, "in-domain after"])
+    assert headline.loc[0, "in-domain after"] == 0.8 and np.isnan(headline.loc[0, "in-domain before"])
+    assert (headline["probe before"] == 0.2).all() and (headline["probe after"] == 0.1).all()  # no demonstrations

@@ -15,8 +15,11 @@ from ftdyn.train import compose_config, train
 
 CONTRACT = ["run_key", "model", "ckpt_step", "task", "method", "lora_rank", "replay_rate", "prompt", "seed",
             "eval_set", "split_kind", "stage", "metric", "value"]
-# Enough SFT for the micro model to learn syn_para: 3 epochs x 600 / 8 = 225 steps.
-LEARNS = ["task=syn_para", "task.train_size=600", "method.batch_size=8", "method.epochs=3", "method.lr=3e-3"]
+# Enough SFT for the micro model to learn syn_para: 3 epochs x 600 / 8 = 225 steps. Scored zero-shot
+# after, as it was trained: 4-shot (the default fewshot.k_after) the micro model reads 0.5, at chance
+# (0.617 zero-shot, measured): it does not carry what it learned into prompts led by demonstrations.
+LEARNS = ["task=syn_para", "task.train_size=600", "method.batch_size=8", "method.epochs=3", "method.lr=3e-3",
+          "fewshot.k_after=0"]
 
 
 @pytest.fixture(scope="module")

@@ -90,9 +90,12 @@ class SplitKind(enum.StrEnum):
 
 
 class LabelScoring(enum.StrEnum):
-    first_token = "first_token"
-    first_token_space = "first_token_space"
-    constrained = "constrained"
+    """How classification reads a label off the language model (`ftdyn.scoring`)."""
+
+    first_token = "first_token"  #: logsumexp of the first sub-token's logits of " word" and "word"
+    first_token_space = "first_token_space"  #: the first sub-token of " word" only
+    next_word = "next_word"  #: Amuro & Char's `--constraint_type next_word`: argmax over every token of every form
+    constrained = "constrained"  #: greedy decoding restricted to the label words' token sequences
 
 
 class ModelSource(enum.StrEnum):

@@ -288,10 +288,17 @@ class PromptConfig:
 
 @dataclass
 class FewshotConfig:
-    """Demonstrations from the train split prepended to each evaluated prompt."""
+    """Demonstrations from the train split prepended to each evaluated prompt.
+
+    `k_after` defaults to the interpolation `${.k}`: fine-tuned models are scored with the same k
+    demonstrations as the base, as Amuro & Char score both (their result ids end `_4shots`), so a
+    before/after difference is the fine-tuning's alone. `fewshot.k_after=0` scores them zero-shot.
+    The interpolation resolves before the run key is hashed: `k_after` unset and `k_after=<k>` are
+    the same run.
+    """
 
     k: int = setting(4, ge=0)  #: before fine-tuning (and for method=base)
-    k_after: int = setting(0, ge=0)  #: after fine-tuning
+    k_after: int = setting("${.k}", ge=0)  #: after fine-tuning (default: the same as k)
     seed: int = setting(0, ge=0)
 
 
@@ -315,9 +322,12 @@ class EvalConfig:
     #: other task options whose in-domain sets every stage also scores (eval_set <task>/<split>)
     cross_tasks: list[str] = field(default_factory=list)
     #: how classification reads the LM: first_token (logsumexp over the label's first sub-token with
-    #: and without a leading space), first_token_space (" label" only) or constrained (greedy
-    #: decoding restricted to the label words: acc and acc_vs_base, no calibration)
+    #: and without a leading space), first_token_space (" label" only), next_word (Amuro & Char's
+    #: code: argmax over every token of every label word with and without a leading space) or
+    #: constrained (greedy decoding restricted to the label words: acc and acc_vs_base, no calibration)
     label_scoring: LabelScoring = LabelScoring.first_token
+    #: cut each greedy continuation at its first newline before Rouge-L (Amuro & Char did not: off)
+    cut_at_newline: bool = False
 
     def problems(self) -> list[str]:
         unknown = [t for t in self.cross_tasks if t not in task_options()]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ftdyn import results
-from ftdyn.report import collect, figures, tables
+from ftdyn.report import collect, figures, mrc, tables
 from ftdyn.report.html import Section, page
 from ftdyn.report.wandb_log import log_tables
 
@@ -27,8 +27,8 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                      seed: int = 0) -> list[Section]:
     """Every derived table of the report with its figure (drawn into `out`)."""
     ba = tables.before_after(table, examples, seed)
-    changes = tables.cross_task_changes(table, kinds)
-    mrc, points = tables.mrc(changes), tables.in_loop(table)
+    changes = mrc.cross_task_changes(table, kinds)
+    transfer, points = mrc.mrc(changes), tables.in_loop(table)
     law, laws = tables.forgetting_law(points), tables.power_laws(points)
     summary = tables.run_summary(table)
     replay, methods = tables.replay(summary), tables.methods(summary)
@@ -44,13 +44,11 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "Score across pre-training checkpoints (log x), before dashed / after solid, per eval set."),
         Section("mrc", "Cross-task change (MRC)",
                 "MRC_i(t): mean over the other tasks' eval sets d of (Perf_t(d) - Perf_BASE(d)) / Perf_BASE(d), "
-                "Perf_BASE the same job's before stage (acc or rougeL).", mrc,
-                "needs cross_task rows (eval.cross_tasks)", figures.mrc_heatmap(mrc, out),
+                "Perf_BASE the same job's before stage (acc or rougeL), per prompt format. Undefined (empty, "
+                "with the reason in `undefined`) where a set's base scored 0 or its stages' shots differ.", transfer,
+                "needs cross_task rows (eval.cross_tasks)", figures.mrc_heatmap(transfer, out),
                 "MRC per training task x checkpoint; red: fine-tuning hurt the other tasks."),
-        Section("mrc_directions", "Cross-task change by task kind",
-                "Mean relative change over checkpoints and (train task, eval task) pairs, by kind: "
-                "Amuro & Char's classification -> generation and generation -> classification.",
-                tables.mrc_directions(changes), "needs cross_task rows (eval.cross_tasks)"),
+        *_direction_sections(changes),
         Section("forgetting_law", "Forgetting vs fine-tuning loss",
                 "Least-squares line forget_ce = -c * train_loss + s per training task over in-loop steps "
                 "(Kalajdzievski's L_f: cross-entropy to the base model's soft next-token targets).", law,
@@ -77,6 +75,20 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 figures.reliability_diagrams(bins, out),
                 "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
     ]
+
+
+def _direction_sections(changes: pd.DataFrame) -> list[Section]:
+    """Amuro & Char's direction averages in the default prompt format, then one table per other format."""
+    sections = []
+    for fmt in [mrc.DEFAULT_FORMAT] + [f for f in mrc.formats(changes) if f != mrc.DEFAULT_FORMAT]:
+        suffix = "" if fmt == mrc.DEFAULT_FORMAT else f"_{fmt}"
+        sections.append(Section(
+            f"mrc_directions{suffix}", f"Cross-task change by task kind ({fmt} format)",
+            f"Mean relative change by kind (Amuro & Char's classification -> generation and generation -> "
+            f"classification) in the {fmt} prompt format, over every (checkpoint, train task, eval set) entry; "
+            "ckpt_<step>: the mean at that checkpoint. Undefined where an entry is (see `undefined`).",
+            mrc.mrc_directions(changes, fmt), f"needs cross_task rows in the {fmt} format (eval.cross_tasks)"))
+    return sections
 
 
 def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFrame, list[collect.Job]]:
