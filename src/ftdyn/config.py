@@ -213,10 +213,12 @@ class TaskConfig:
 class MethodConfig:
     """How the model is adapted: which stages run (`METHOD_TABLE`) and their settings.
 
-    One training loop; methods differ in what trains. lp, lpft and lplora first fit a linear head
-    on the frozen model's last-token feature (probe_lr, probe_epochs); lpft then trains
-    everything, lplora LoRA adapters, with the head. The training settings below are shared by
-    every method, so a method comparison stays like for like unless a method file says otherwise.
+    One training loop; methods differ in what trains. Head methods score their task through a
+    linear head on the last-token feature: lp, lpft and lplora first fit it to convergence on
+    the frozen model's features (an L2 logistic regression, probe_*), ft and lorahead start it
+    fresh; lpft and ft then train everything, lplora and lorahead LoRA adapters, with the head.
+    The training settings below are shared by every method, so a method comparison stays like
+    for like unless a method file says otherwise.
     """
 
     name: Method = MISSING
@@ -231,8 +233,12 @@ class MethodConfig:
     targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                   "down_proj"])  #: every attention and MLP projection
     rslora: bool = False  #: rank-stabilised scaling (Kalajdzievski)
-    probe_lr: float = setting(1e-2, gt=0)  #: linear-probe stage of lp / lpft / lplora
-    probe_epochs: int = setting(1, ge=1)
+    #: probe stage (lp / lpft / lplora): inverse L2 strength of scikit-learn's LogisticRegression,
+    #: minimising probe_c * sum of per-example cross-entropy + 0.5 * ||W||^2 (bias not penalised)
+    probe_c: float = setting(1.0, gt=0)
+    #: probe stage: L-BFGS stops once every gradient entry of that objective / (probe_c * n) is below this
+    probe_tol: float = setting(1e-4, gt=0)
+    probe_max_iter: int = setting(5000, ge=1)  #: probe stage: L-BFGS iterations at most (Tomihari & Sato's 5000)
 
     @property
     def spec(self) -> MethodSpec:
@@ -252,9 +258,9 @@ class OptimConfig:
     """The optimiser and learning-rate schedule of every training stage, built with
     `hydra.utils.instantiate`. An option file's mapping merges into the default one.
 
-    The optimiser is called with the stage's trainable parameters and `lr` (method.lr, or
-    method.probe_lr for a probe stage); the schedule with the optimiser, `num_warmup_steps` and
-    `num_training_steps` (transformers' schedule signature).
+    The optimiser is called with the stage's trainable parameters and `lr` (method.lr); the
+    schedule with the optimiser, `num_warmup_steps` and `num_training_steps` (transformers'
+    schedule signature). A probe stage uses neither: it is fitted by L-BFGS (ftdyn.methods.probe).
     """
 
     optimizer: dict[str, Any] = setting({"_target_": "torch.optim.AdamW", "_partial_": True, "weight_decay": 0.0})

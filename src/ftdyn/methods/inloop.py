@@ -3,7 +3,7 @@
 The raw material of Kalajdzievski's forgetting laws: every `every_n_steps` optimiser steps the
 callback records the mean training loss since its last record and the held-out measures
 (`pretrain_loss`, `forget_ce`, `forget_kl`) against the base checkpoint. Steps count across a
-method's stages, so an LP-FT run's ft steps follow its probe steps.
+method's training stages (a probe stage takes none: `ftdyn.methods.probe`).
 
 Given the world and tokenizer (a tinyworld ladder with `eval.probe`), it also records the
 world-facts probe's `acc` and `acc_vs_base`, the share of facts the model completes as the base
