@@ -148,18 +148,16 @@ def test_in_loop_rows_appear_at_the_requested_interval(micro_ladder, tmp_path):
     metrics = train(compose_config(MICRO + ["method=lpft", "task.train_size=64", "method.batch_size=8",
                                             "eval.every_n_steps=4"]), tmp_path)
     steps = sorted({int(k.split("/")[0][5:]) for k in metrics if k.startswith("step_")})
-    assert steps == [4, 8, 12, 16]  # 8 probe steps, then 8 ft steps, counted on
+    assert steps == [4, 8]  # the probe is fitted outside the Trainer (no steps); then 8 ft steps
     for step in steps:
         for metric in ("train/train_loss", "tinyworld_heldout/forget_ce", "tinyworld_heldout/forget_kl",
-                       "tinyworld_heldout/pretrain_loss"):
+                       "tinyworld_heldout/pretrain_loss", "world_facts/acc", "world_facts/acc_vs_base"):
             assert f"step_{step}/{metric}" in metrics
-    assert metrics["step_8/tinyworld_heldout/forget_kl"] == 0.0  # the probe stage leaves the LM untouched
-    assert metrics["step_16/tinyworld_heldout/forget_kl"] > 0.0
+    assert metrics["step_8/tinyworld_heldout/forget_kl"] > 0.0
     # the world-facts probe along training (Kalajdzievski Fig. 4): acc, and agreement with the base's answers
-    assert metrics["step_8/world_facts/acc_vs_base"] == 1.0  # the LM untouched: every answer the base's
-    assert metrics["step_8/world_facts/acc"] == pytest.approx(metrics["before/world_facts/acc"])
-    assert 0.0 <= metrics["step_16/world_facts/acc_vs_base"] <= 1.0
-    assert metrics["after/world_facts/acc"] == pytest.approx(metrics["step_16/world_facts/acc"])  # same weights
+    assert 0.0 <= metrics["step_4/world_facts/acc_vs_base"] <= 1.0
+    assert metrics["after/world_facts/acc"] == pytest.approx(metrics["step_8/world_facts/acc"])  # same weights
+    assert metrics["after/world_facts/acc_vs_base"] == pytest.approx(metrics["step_8/world_facts/acc_vs_base"])
 
 
 def test_generation_task_writes_rouge_rows_that_sft_raises(micro_ladder, tmp_path):
