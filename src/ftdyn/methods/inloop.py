@@ -15,8 +15,9 @@ from ftdyn.evaluate import heldout_measures, result_row
 
 class InLoopEval(L.Callback):
     def __init__(self, every_n_steps: int, base, heldout: list[dict], pad_id: int, batch_size: int,
-                 heldout_name: str = "tinyworld_heldout"):
+                 heldout_name: str = "tinyworld_heldout", head_norm: bool = False):
         self.every, self.base, self.heldout, self.heldout_name = every_n_steps, base, heldout, heldout_name
+        self.head_norm = head_norm  #: also record the classifier norm (eval.diagnostics=[head_norm])
         self.pad_id, self.batch_size = pad_id, batch_size
         self.offset = 0  # steps of earlier stages
         self.losses: list[float] = []
@@ -37,6 +38,8 @@ class InLoopEval(L.Callback):
         measures = heldout_measures(module.model, self.base, self.heldout, self.pad_id, self.batch_size)
         self.rows += [result_row(self.heldout_name, "pretrain", stage, None, metric, value)
                       for metric, value in measures.items()]
+        if self.head_norm and module.head is not None:
+            self.rows.append(result_row("head", None, stage, None, "classifier_norm", module.head.norm()))
         module.model.train()
 
     def teardown(self, trainer, module, stage):
