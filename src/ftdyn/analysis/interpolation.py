@@ -54,8 +54,10 @@ def interpolation_rows(alphas: list[float], base, fine_tuned,
     """
     if not alphas:
         return []
-    start, end = base.state_dict(), merged(fine_tuned).state_dict()
+    end_model = merged(fine_tuned)
+    start, end = base.state_dict(), end_model.state_dict()
     scratch = copy.deepcopy(base)
+    _same_grad_flags(scratch, end_model)
     rows = []
     for alpha in alphas:
         scratch.load_state_dict(interpolated_state(start, end, alpha))
@@ -63,3 +65,13 @@ def interpolation_rows(alphas: list[float], base, fine_tuned,
                  for row in evaluate(scratch)]
         log.info("WiSE-FT alpha=%g evaluated", alpha)
     return rows
+
+
+def _same_grad_flags(model, like) -> None:
+    """Give `model`'s parameters the requires_grad flags of `like`'s, by name. Evaluation runs
+    under no_grad, yet torch picks a different float32 kernel for a linear map on a strided input
+    (the LM head on the last position) by whether its weight requires grad: logits differ by
+    ~1e-7. With the flags of the model evaluated `after`, a = 1 reproduces its rows bit for bit."""
+    flags = {name: p.requires_grad for name, p in like.named_parameters()}
+    for name, p in model.named_parameters():
+        p.requires_grad_(flags.get(name, p.requires_grad))
