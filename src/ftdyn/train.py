@@ -116,7 +116,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
             after = partial(evaluate_stage, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
                             **measure)
             rows += after(fitted.model)
-            rows += diagnostics.rows(run, task, tokenizer, base, fitted.model, diagnostic_cbs)
+            rows += diagnostics.rows(run, task, tokenizer, base, fitted, diagnostic_cbs)
             rows += interpolation.interpolation_rows(run.eval.interpolate, base, fitted.model, after)  # WiSE-FT
         facts = fitted.facts
     if not lead:

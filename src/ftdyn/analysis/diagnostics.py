@@ -7,7 +7,7 @@
 - `ntk` (head methods): the NTK split on the first `eval.ntk_size` training rows, measured by
   `NtkAtStart` when the backbone starts training, with the head it starts with (LP-FT: the
   probed head), eval_set `ntk`, stage `before`. A method whose backbone never trains (lp) is
-  measured at its start: F is 0 there, and so is its FT ratio.
+  measured after fitting: F is 0 there, and so is its FT ratio.
 - `head_norm` (head methods): `classifier_norm` at every in-loop step (`ftdyn.methods.inloop`).
 """
 
@@ -21,10 +21,9 @@ import torch
 from ftdyn import config as C
 from ftdyn.analysis import features as feat
 from ftdyn.batches import collate
-from ftdyn.choices import Diagnostic, Trains
+from ftdyn.choices import Diagnostic
 from ftdyn.data import encode_prompt
 from ftdyn.evaluate import result_row
-from ftdyn.methods import plan
 from ftdyn.tasks import TaskData
 
 log = logging.getLogger(__name__)
@@ -69,38 +68,35 @@ def ntk_batch(run: C.TrainConfig, task: TaskData, tokenizer, max_len: int) -> di
 
 
 class NtkAtStart(L.Callback):
-    """Measures the NTK split once, at the start of the first stage that trains the backbone (the
-    first stage if none does), with the model and head as that stage starts.
+    """Measures the NTK split once, at the start of the first training stage whose backbone
+    trains, with the model and head as that stage starts (LP-FT: the probed head).
 
-    Stages are counted as InLoopEval counts steps: on teardown, and saved in every checkpoint, so a
-    resumed job neither measures twice nor measures a half-trained model.
+    A method whose backbone never trains (lp) is measured after fitting instead (`measure`, from
+    `rows`): F is 0 either way. The rows ride in every checkpoint, so a resumed job neither
+    measures twice nor measures a half-trained model.
     """
 
-    def __init__(self, stages: list, batch: dict[str, torch.Tensor]):
-        self.target = next((i for i, s in enumerate(stages) if s.trains != Trains.head), 0)
+    def __init__(self, batch: dict[str, torch.Tensor]):
         self.batch = batch
-        self.stage = 0
         self.rows: list[dict] = []
 
     def on_train_start(self, trainer, module):
-        if self.stage != self.target or self.rows or module.head is None or not trainer.is_global_zero:
-            return
-        batch = {k: v.to(module.device) for k, v in self.batch.items()}
-        pre, ft, delta = feat.ntk_split(module.model, module.head, batch)
-        measures = feat.ntk_measures(pre, ft, delta, module.head.out_features)
-        self.rows = [result_row("ntk", None, "before", None, m, v) for m, v in measures.items()]
-        log.info("NTK split at stage %d: FT ratio %.3f, FT share %.3f", self.stage, measures["ft_ratio"],
-                 measures["ft_share"])
+        trains_backbone = any(p.requires_grad for p in module.model.parameters())
+        if trains_backbone and not self.rows and module.head is not None and trainer.is_global_zero:
+            self.measure(module.model, module.head)
 
-    def teardown(self, trainer, module, stage):
-        if stage == "fit":
-            self.stage += 1
+    def measure(self, model, head) -> None:
+        batch = {k: v.to(head.weight.device) for k, v in self.batch.items()}
+        pre, ft, delta = feat.ntk_split(model, head, batch)
+        measures = feat.ntk_measures(pre, ft, delta, head.out_features)
+        self.rows = [result_row("ntk", None, "before", None, m, v) for m, v in measures.items()]
+        log.info("NTK split: FT ratio %.3f, FT share %.3f", measures["ft_ratio"], measures["ft_share"])
 
     def state_dict(self) -> dict:
-        return {"stage": self.stage, "rows": list(self.rows)}
+        return {"rows": list(self.rows)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.stage, self.rows = state["stage"], list(state["rows"])
+        self.rows = list(state["rows"])
 
 
 def callbacks(run: C.TrainConfig, task: TaskData, tokenizer, model) -> list[L.Callback]:
@@ -110,12 +106,18 @@ def callbacks(run: C.TrainConfig, task: TaskData, tokenizer, model) -> list[L.Ca
     if run.trainer.strategy == C.Strategy.fsdp:
         log.warning("eval.diagnostics=ntk is not measured under trainer.strategy=fsdp (sharded weights)")
         return []
-    return [NtkAtStart(plan(run.method), ntk_batch(run, task, tokenizer, model.config.max_position_embeddings))]
+    return [NtkAtStart(ntk_batch(run, task, tokenizer, model.config.max_position_embeddings))]
 
 
-def rows(run: C.TrainConfig, task: TaskData, tokenizer, base, model, measured: list[L.Callback]) -> list[dict]:
-    """Every diagnostic row of a finished fit: the features' and those the callbacks measured."""
-    out = [row for cb in measured if isinstance(cb, NtkAtStart) for row in cb.rows]
+def rows(run: C.TrainConfig, task: TaskData, tokenizer, base, fitted, measured: list[L.Callback]) -> list[dict]:
+    """Every diagnostic row of a finished fit (`ftdyn.methods.Fitted`): the features' and the NTK
+    split's, measured now where no stage trained the backbone."""
+    out = []
+    for cb in measured:
+        if isinstance(cb, NtkAtStart):
+            if not cb.rows:
+                cb.measure(fitted.model, fitted.head)
+            out += cb.rows
     if wants(run, Diagnostic.features):
-        out += feature_rows(run, task, tokenizer, base, model)
+        out += feature_rows(run, task, tokenizer, base, fitted.model)
     return out
