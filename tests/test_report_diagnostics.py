@@ -36,6 +36,8 @@ def test_diagnostics_table_and_figures_per_method(report):
     for name in ("diagnostics", "classifier_norm", "frontier"):
         assert (out / f"{name}.png").exists(), name
     assert (out / "ntk_spectra.csv").exists() and (out / "classifier_norm.csv").exists()
+    html = (out / "index.html").read_text()
+    assert all(f'id="{name}"' in html for name in ("diagnostics", "classifier_norm", "ntk_spectra", "frontier"))
 
 
 def test_frontier_has_every_alpha_and_other_tables_ignore_them(report):

@@ -84,9 +84,10 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
 def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points: pd.DataFrame,
                         out: Path) -> list[Section]:
     """Inside the run (docs/diagnostics.md): the LP-FT diagnostics per method, the NTK spectra,
-    and WiSE-FT's learning-forgetting frontier."""
+    and WiSE-FT's learning-forgetting frontier. They are opt-in (eval.diagnostics, eval.interpolate),
+    so a section shows only when some job measured it, rather than a 'missing' note on every page."""
     diag, front = tables.diagnostics(table), tables.frontier(interpolated)
-    return [
+    sections = [
         Section("diagnostics", "Features, head and kernel (LP-FT diagnostics)",
                 "Per method: classifier norm ||V||_F at the end; feature change against the start checkpoint on the "
                 "probe set (mean cosine, mean norm of the difference); Fisher ratio before / after; the NTK split at "
@@ -109,6 +110,7 @@ def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points:
                 "needs eval.interpolate", figures.frontier_curves(front, out),
                 "In-domain score against forgetting as a goes 0 -> 1, per method."),
     ]
+    return [section for section in sections if not section.table.empty]
 
 
 def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFrame, list[collect.Job]]:
