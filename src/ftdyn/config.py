@@ -94,6 +94,9 @@ class PretrainConfig:
     corpus_seed: int = setting(1, ge=0)  #: which documents about it
     heldout_docs: int = setting(200, ge=1)  #: documents of a disjoint stream for the held-out LM loss
     seed: int = setting(0, ge=0)  #: weight initialisation
+    #: share of documents that are question-answer text about half the people (ftdyn.world.corpus.qa_people):
+    #: what makes the facts extractable by a question (Allen-Zhu & Li 3.1, mixed training); 0: none
+    qa_share: float = setting(0.0, ge=0, lt=1)
 
 
 @dataclass
@@ -141,6 +144,9 @@ class ModelConfig:
                        f"{self.pretrain.steps}: the last checkpoint must be the final step")
         if self.source == ModelSource.hub and not self.hf_id:
             out.append("model.hf_id is required when model.source=hub")
+        if self.text.path and self.text.heldout_split == self.text.replay_split:
+            out.append(f"model.text.heldout_split and model.text.replay_split are both {self.text.heldout_split!r}: "
+                       "replay would train on the held-out text; name two different splits")
         return out
 
 
@@ -211,10 +217,12 @@ class TaskConfig:
 class MethodConfig:
     """How the model is adapted: which stages run (`METHOD_TABLE`) and their settings.
 
-    One training loop; methods differ in what trains. lp, lpft and lplora first fit a linear head
-    on the frozen model's last-token feature (probe_lr, probe_epochs); lpft then trains
-    everything, lplora LoRA adapters, with the head. The training settings below are shared by
-    every method, so a method comparison stays like for like unless a method file says otherwise.
+    One training loop; methods differ in what trains. Head methods score their task through a
+    linear head on the last-token feature: lp, lpft and lplora first fit it to convergence on
+    the frozen model's features (an L2 logistic regression, probe_*), ft and lorahead start it
+    fresh; lpft and ft then train everything, lplora and lorahead LoRA adapters, with the head.
+    The training settings below are shared by every method, so a method comparison stays like
+    for like unless a method file says otherwise.
     """
 
     name: Method = MISSING
@@ -229,8 +237,12 @@ class MethodConfig:
     targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                   "down_proj"])  #: every attention and MLP projection
     rslora: bool = False  #: rank-stabilised scaling (Kalajdzievski)
-    probe_lr: float = setting(1e-2, gt=0)  #: linear-probe stage of lp / lpft / lplora
-    probe_epochs: int = setting(1, ge=1)
+    #: probe stage (lp / lpft / lplora): inverse L2 strength of scikit-learn's LogisticRegression,
+    #: minimising probe_c * sum of per-example cross-entropy + 0.5 * ||W||^2 (bias not penalised)
+    probe_c: float = setting(1.0, gt=0)
+    #: probe stage: L-BFGS stops once every gradient entry of that objective / (probe_c * n) is below this
+    probe_tol: float = setting(1e-4, gt=0)
+    probe_max_iter: int = setting(5000, ge=1)  #: probe stage: L-BFGS iterations at most (Tomihari & Sato's 5000)
 
     @property
     def spec(self) -> MethodSpec:
@@ -250,9 +262,9 @@ class OptimConfig:
     """The optimiser and learning-rate schedule of every training stage, built with
     `hydra.utils.instantiate`. An option file's mapping merges into the default one.
 
-    The optimiser is called with the stage's trainable parameters and `lr` (method.lr, or
-    method.probe_lr for a probe stage); the schedule with the optimiser, `num_warmup_steps` and
-    `num_training_steps` (transformers' schedule signature).
+    The optimiser is called with the stage's trainable parameters and `lr` (method.lr); the
+    schedule with the optimiser, `num_warmup_steps` and `num_training_steps` (transformers'
+    schedule signature). A probe stage uses neither: it is fitted by L-BFGS (ftdyn.methods.probe).
     """
 
     optimizer: dict[str, Any] = setting({"_target_": "torch.optim.AdamW", "_partial_": True, "weight_decay": 0.0})
@@ -283,10 +295,17 @@ class PromptConfig:
 
 @dataclass
 class FewshotConfig:
-    """Demonstrations from the train split prepended to each evaluated prompt."""
+    """Demonstrations from the train split prepended to each evaluated prompt.
+
+    `k_after` defaults to the interpolation `${.k}`: fine-tuned models are scored with the same k
+    demonstrations as the base, as Amuro & Char score both (their result ids end `_4shots`), so a
+    before/after difference is the fine-tuning's alone. `fewshot.k_after=0` scores them zero-shot.
+    The interpolation resolves before the run key is hashed: `k_after` unset and `k_after=<k>` are
+    the same run.
+    """
 
     k: int = setting(4, ge=0)  #: before fine-tuning (and for method=base)
-    k_after: int = setting(0, ge=0)  #: after fine-tuning
+    k_after: int = setting("${.k}", ge=0)  #: after fine-tuning (default: the same as k)
     seed: int = setting(0, ge=0)
 
 
@@ -310,9 +329,12 @@ class EvalConfig:
     #: other task options whose in-domain sets every stage also scores (eval_set <task>/<split>)
     cross_tasks: list[str] = field(default_factory=list)
     #: how classification reads the LM: first_token (logsumexp over the label's first sub-token with
-    #: and without a leading space), first_token_space (" label" only) or constrained (greedy
-    #: decoding restricted to the label words: acc and acc_vs_base, no calibration)
+    #: and without a leading space), first_token_space (" label" only), next_word (Amuro & Char's
+    #: code: argmax over every token of every label word with and without a leading space) or
+    #: constrained (greedy decoding restricted to the label words: acc and acc_vs_base, no calibration)
     label_scoring: LabelScoring = LabelScoring.first_token
+    #: cut each greedy continuation at its first newline before Rouge-L (Amuro & Char did not: off)
+    cut_at_newline: bool = False
     #: inside-the-run diagnostics (docs/diagnostics.md), any of head_norm (classifier norm at every
     #: in-loop step), features (feature change against the start, Fisher ratio), ntk (NTK split, FT ratio)
     diagnostics: list[Diagnostic] = field(default_factory=list)

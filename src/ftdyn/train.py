@@ -100,7 +100,8 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     if run.method.name != "base":
         base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
         in_loop = InLoopEval(run.eval.every_n_steps, base, measure["heldout"], tokenizer.pad_token_id,
-                             run.eval.batch_size, measure["heldout_name"],
+                             run.eval.batch_size, measure["heldout_name"], tokenizer,
+                             world if run.eval.probe else None,
                              head_norm=diagnostics.wants(run, Diagnostic.head_norm))
         # rank 0 measures along training; under fsdp every rank must join in gathering the weights
         measuring = lead or run.trainer.strategy == "fsdp"

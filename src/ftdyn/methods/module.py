@@ -1,10 +1,10 @@
 """The single training loop: what a step optimises, for every method and the ladder build.
 
 Without a head the loss is next-token cross-entropy on labelled positions: pre-training (every
-token labelled), SFT and LoRA (completion tokens only). With a head (lp, lpft, lplora) task rows
-are scored by the head on their last-token feature. Replay rows (`is_replay`) always take the LM
-loss. Methods differ only in which parameters require gradients, decided before this module is
-built.
+token labelled), SFT and LoRA (completion tokens only). With a head (`ftdyn.choices.HEAD_METHODS`; a probe
+stage is fitted by `ftdyn.methods.probe` instead) task rows are scored by the head on their
+last-token feature. Replay rows (`is_replay`) always take the LM loss. Methods differ only in
+which parameters require gradients, decided before this module is built.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ class TrainingDiverged(FloatingPointError):
     """The training loss became inf or nan; `step` is the optimiser step of the stage it happened at."""
 
     def __init__(self, loss: float, step: int):
-        super().__init__(f"non-finite training loss {loss} at step {step}: lower method.lr (or method.probe_lr), "
-                         "or check the data")
+        super().__init__(f"non-finite training loss {loss} at step {step}: lower method.lr, or check the data")
         self.step = step
 
 

@@ -91,12 +91,17 @@ def mrc_heatmap(mrc: pd.DataFrame, out: Path) -> str | None:
     if mrc.empty:
         return None
     mrc, note = one_design(mrc)
-    grid = mrc.pivot_table(index="task", columns="ckpt_step", values="mrc", aggfunc="mean")
+    grid = mrc.pivot_table(index="task", columns="ckpt_step", values="mrc", aggfunc="mean", dropna=False)
+    if grid.isna().all().all():  # every entry undefined (ftdyn.report.mrc): the table says why
+        return None
+    cells = set(zip(mrc["task"], mrc["ckpt_step"]))
     fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.6 * grid.shape[0] + 1.8))
     bound = max(float(np.nanmax(np.abs(grid.values))), 1e-9)
     image = ax.imshow(grid.values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for (r, c), value in np.ndenumerate(grid.values):
-        ax.text(c, r, f"{value:+.0%}" if np.isfinite(value) else "", ha="center", va="center", fontsize=8)
+        ran = (grid.index[r], grid.columns[c]) in cells  # a cell no job ran stays blank
+        label = f"{value:+.0%}" if np.isfinite(value) else "undefined" if ran else ""
+        ax.text(c, r, label, ha="center", va="center", fontsize=8)
     ax.set_xticks(range(grid.shape[1]), grid.columns)
     ax.set_yticks(range(grid.shape[0]), grid.index)
     ax.set(xlabel="checkpoint", ylabel="trained on", title=f"mean relative change on other tasks{note}")
@@ -131,14 +136,13 @@ def power_law_curves(points: pd.DataFrame, laws: pd.DataFrame, out: Path) -> str
         for i, (rank, r) in enumerate(g.groupby("lora_rank")):
             ax.scatter(r["step"], r[fit["metric"]], s=10, color=f"C{i}", alpha=0.6)
             steps = np.linspace(r["step"].min(), r["step"].max(), 100)
-            params = {k: fit[k] for k in fits.POWER_LAW_PARAMS}
-            ax.plot(steps, fits.power_law(r["trainable_params"].iloc[0], steps, **params), color=f"C{i}",
+            ax.plot(steps, fits.joint_law_curve(fit, r["trainable_params"].iloc[0], steps), color=f"C{i}",
                     label=f"rank {int(rank)} (P={int(r['trainable_params'].iloc[0]):,})")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set(xlabel="step N", ylabel=fit["metric"],
-               title=f"{fit['task']} {fit['metric']}: R²={fit['r2']:.3f}")
+               title=f"{fit['task']} {fit['metric']}, {fit.get('law', 'product')} law: R²={fit['r2']:.3f}")
         ax.legend(fontsize=7)
     return _save(fig, out, "power_law_curves")
 
