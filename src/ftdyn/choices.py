@@ -65,6 +65,14 @@ LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")  #: method field
 PROBE_FIELDS = ("probe_c", "probe_tol", "probe_max_iter")  #: method fields only methods with a probe stage read
 
 
+class Diagnostic(enum.StrEnum):
+    """What `eval.diagnostics` measures inside a run (docs/diagnostics.md)."""
+
+    head_norm = "head_norm"  #: classifier norm ||V||_F at every in-loop step (head methods)
+    features = "features"  #: feature change against the start checkpoint, Fisher ratio
+    ntk = "ntk"  #: the NTK split into pre-train- and FT-effective parts, FT ratio (head methods)
+
+
 class PromptFormat(enum.StrEnum):
     default = "default"
     io = "io"

@@ -32,7 +32,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, Keep, LabelScoring,
+from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, Diagnostic, Keep,
+                           LabelScoring,
                            Method, MethodSpec, ModelSource, PromptFormat, ReplaySource, SplitKind, Strategy, TaskKind,
                            TaskSource)
 from ftdyn.settings import bound_problems, json_safe, setting
@@ -334,12 +335,27 @@ class EvalConfig:
     label_scoring: LabelScoring = LabelScoring.first_token
     #: cut each greedy continuation at its first newline before Rouge-L (Amuro & Char did not: off)
     cut_at_newline: bool = False
+    #: inside-the-run diagnostics (docs/diagnostics.md), any of head_norm (classifier norm at every
+    #: in-loop step), features (feature change against the start, Fisher ratio), ntk (NTK split, FT ratio)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    diagnostic_size: int = setting(64, ge=2)  #: features: the first N examples of the in-domain test set
+    ntk_size: int = setting(16, ge=1)  #: ntk: the first N training examples (an N*C x N*C kernel)
+    #: WiSE-FT: also evaluate (1 - a) * theta_0 + a * theta_ft for each a here (stage=after rows with an `alpha`)
+    interpolate: list[float] = field(default_factory=list)
 
     def problems(self) -> list[str]:
+        out = []
         unknown = [t for t in self.cross_tasks if t not in task_options()]
         if unknown:
-            return [f"eval.cross_tasks: unknown task(s) {unknown}; allowed {task_options()} (conf/task/*.yaml)"]
-        return []
+            out.append(f"eval.cross_tasks: unknown task(s) {unknown}; allowed {task_options()} (conf/task/*.yaml)")
+        outside = [a for a in self.interpolate if not 0 <= a <= 1]
+        if outside:
+            out.append(f"eval.interpolate: {outside} outside [0, 1]; each is the fine-tuned model's weight, "
+                       "allowed [0, 1]")
+        if Diagnostic.head_norm in self.diagnostics and not self.every_n_steps:
+            out.append("eval.diagnostics has head_norm, measured at in-loop steps, but eval.every_n_steps=0: "
+                       "set it >= 1")
+        return out
 
 
 #: Trainer arguments ftdyn sets itself, per stage; `trainer.extra` may not name them

@@ -23,8 +23,9 @@ from ftdyn.metrics import agreement
 
 class InLoopEval(L.Callback):
     def __init__(self, every_n_steps: int, base, heldout: list[dict], pad_id: int, batch_size: int,
-                 heldout_name: str = "tinyworld_heldout", tokenizer=None, world=None):
+                 heldout_name: str = "tinyworld_heldout", tokenizer=None, world=None, head_norm: bool = False):
         self.every, self.base, self.heldout, self.heldout_name = every_n_steps, base, heldout, heldout_name
+        self.head_norm = head_norm  #: also record the classifier norm (eval.diagnostics=[head_norm])
         self.pad_id, self.batch_size = pad_id, batch_size
         self.tokenizer, self.world = tokenizer, world  # the probe's; None: no probe rows
         self.base_answers: list[int] | None = None  # the base's probe predictions, computed once
@@ -48,6 +49,8 @@ class InLoopEval(L.Callback):
         self.rows += [result_row(self.heldout_name, "pretrain", stage, None, metric, value)
                       for metric, value in measures.items()]
         self.rows += self._probe_rows(module.model, stage)
+        if self.head_norm and module.head is not None:
+            self.rows.append(result_row("head", None, stage, None, "classifier_norm", module.head.norm()))
         module.model.train()
 
     def _probe_rows(self, model, stage: str) -> list[dict]:

@@ -27,6 +27,7 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                      seed: int = 0, skip_steps: int | None = None) -> list[Section]:
     """Every derived table of the report with its figure (drawn into `out`). The forgetting laws
     leave each run's first steps out (`tables.law_points`, `skip_steps`)."""
+    table, interpolated = tables.split_interpolation(table)  # WiSE-FT rows: their own sections only
     ba = tables.before_after(table, examples, seed)
     changes = mrc.cross_task_changes(table, kinds)
     transfer, points = mrc.mrc(changes), tables.law_points(tables.in_loop(table), skip_steps)
@@ -80,7 +81,40 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "in-domain sets); the method comparison's ECE/MCE bars summarise calibration",
                 figures.reliability_diagrams(bins, out),
                 "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
+        *diagnostic_sections(table, interpolated, tables.in_loop(table), out),  # every step, none skipped
     ]
+
+
+def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points: pd.DataFrame,
+                        out: Path) -> list[Section]:
+    """Inside the run (docs/diagnostics.md): the LP-FT diagnostics per method, the NTK spectra,
+    and WiSE-FT's learning-forgetting frontier. They are opt-in (eval.diagnostics, eval.interpolate),
+    so a section shows only when some job measured it, rather than a 'missing' note on every page."""
+    diag, front = tables.diagnostics(table), tables.frontier(interpolated)
+    sections = [
+        Section("diagnostics", "Features, head and kernel (LP-FT diagnostics)",
+                "Per method: classifier norm ||V||_F at the end; feature change against the start checkpoint on the "
+                "probe set (mean cosine, mean norm of the difference); Fisher ratio before / after; the NTK split at "
+                "the start of backbone training (Frobenius norms of P and F; FT ratio, FT share of the loss decrease).",
+                diag, "needs eval.diagnostics (features, ntk) on head methods", figures.diagnostic_bars(diag, out),
+                "Classifier norm, feature change and FT ratio per method (Tomihari & Sato: LP-FT keeps features "
+                "closer and grows the head more than FT)."),
+        Section("classifier_norm", "Classifier norm along training", "||V||_F at every in-loop step.",
+                points[[c for c in points if c in ("task", "ckpt_step", "method", "run_key", "step",
+                                                    "classifier_norm")]].dropna(subset=["classifier_norm"])
+                if "classifier_norm" in points else pd.DataFrame(),
+                "needs eval.diagnostics=[head_norm] and eval.every_n_steps > 0", figures.head_norm_curves(points, out),
+                "Classifier norm against step, per method."),
+        Section("ntk_spectra", "NTK spectra", "Singular values of the pre-train-effective (ntk_pre) and "
+                "FT-effective (ntk_ft) parts, each over its largest, per method.", tables.ntk_spectra(table),
+                "needs eval.diagnostics=[ntk] on head methods"),
+        Section("frontier", "WiSE-FT: learning-forgetting frontier",
+                "theta_a = (1 - a) theta_0 + a theta_ft per a of eval.interpolate: in-domain and OOD score, "
+                "forget_kl, held-out loss (the head keeps its fine-tuned weights; LoRA: merged).", front,
+                "needs eval.interpolate", figures.frontier_curves(front, out),
+                "In-domain score against forgetting as a goes 0 -> 1, per method."),
+    ]
+    return [section for section in sections if not section.table.empty]
 
 
 def _direction_sections(changes: pd.DataFrame) -> list[Section]:
@@ -173,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.dirs[0] / "report"
     table, jobs = build_report(args.dirs, out, args.seed, args.skip_steps)
-    headline = tables.headline(table[table["status"] == "finished"])
+    headline = tables.headline(tables.split_interpolation(table[table["status"] == "finished"])[0])
     print(LEGEND if not headline.empty else "no finished job: nothing to compare before and after")
     if not headline.empty:
         print(console_table(headline))

@@ -205,3 +205,71 @@ def reliability_diagrams(bins: pd.DataFrame, out: Path) -> str | None:
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{task}, fine-tuned")
         ax.legend(fontsize=7)
     return _save(fig, out, "reliability_diagrams")
+
+
+# --- Inside the run: LP-FT diagnostics and WiSE-FT (docs/diagnostics.md)
+
+DIAGNOSTIC_PANELS = (("classifier_norm", "classifier norm ||V||_F (end)"),
+                     ("feature_diff", "feature change: mean ||phi_ft - phi_0||"),
+                     ("ft_ratio", "FT ratio (Tomihari & Sato)"))
+
+
+def diagnostic_bars(diag: pd.DataFrame, out: Path) -> str | None:
+    """Tomihari & Sato's comparison: per method, the classifier norm at the end, the feature change
+    and the FT ratio, one bar per task x checkpoint (a mean over the other design columns)."""
+    panels = [(c, title) for c, title in DIAGNOSTIC_PANELS if not diag.empty and c in diag and diag[c].notna().any()]
+    if not panels:
+        return None
+    cells = diag.groupby(["task", "ckpt_step", "method"], dropna=False).mean(numeric_only=True).reset_index()
+    methods = sorted(cells["method"].unique())
+    groups = list(cells.groupby(["task", "ckpt_step"]))
+    fig, axes = _panels(len(panels), width=4.6)
+    width = 0.8 / max(len(groups), 1)
+    for ax, (column, title) in zip(axes, panels):
+        for i, ((task, ckpt), g) in enumerate(groups):
+            values = g.set_index("method").reindex(methods)[column]
+            ax.bar(np.arange(len(methods)) + i * width, values, width, color=f"C{i}", label=f"{task} @ {ckpt}")
+        ax.set_xticks(np.arange(len(methods)) + width * (len(groups) - 1) / 2, methods)
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "diagnostics")
+
+
+def head_norm_curves(points: pd.DataFrame, out: Path) -> str | None:
+    """The classifier norm along training (in-loop steps), one line per method, one panel per task."""
+    if points.empty or "classifier_norm" not in points or points["classifier_norm"].isna().all():
+        return None
+    rows = points.dropna(subset=["classifier_norm"])
+    tasks = sorted(rows["task"].unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        for i, (method, g) in enumerate(rows[rows["task"] == task].groupby("method")):
+            curve = g.groupby("step")["classifier_norm"].mean()
+            ax.plot(curve.index, curve.values, marker=".", color=f"C{i}", label=method)
+        ax.set_title(task)
+        ax.set_xlabel("step")
+        ax.set_ylabel("classifier norm ||V||_F")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "classifier_norm")
+
+
+def frontier_curves(front: pd.DataFrame, out: Path) -> str | None:
+    """WiSE-FT's learning-forgetting frontier: in-domain score against forgetting (forget_kl) as
+    alpha goes from 0 (the start) to 1 (fine-tuned), one line per method (x checkpoint), one panel per task."""
+    if front.empty or not {"in_domain", "forget_kl"} <= set(front):
+        return None
+    tasks = sorted(front["task"].unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        lines = front[front["task"] == task].groupby(["method", "ckpt_step"])
+        for i, ((method, ckpt), g) in enumerate(lines):
+            g = g.groupby("alpha")[["forget_kl", "in_domain"]].mean().reset_index()
+            label = method if front["ckpt_step"].nunique() < 2 else f"{method} @ {ckpt}"
+            ax.plot(g["forget_kl"], g["in_domain"], marker="o", color=f"C{i}", label=label)
+            for _, p in g.iloc[[0, -1]].iterrows():
+                ax.annotate(f"a={p['alpha']:g}", (p["forget_kl"], p["in_domain"]), fontsize=6)
+        ax.set_title(task)
+        ax.set_xlabel("forgetting: forget_kl")
+        ax.set_ylabel("in-domain score")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "frontier")
