@@ -245,3 +245,23 @@ def test_a_whole_stage_evaluated_in_batches_equals_one_example_at_a_time(micro_m
         rows[size] = {(r["eval_set"], r["metric"]): r["value"] for r in got}
     assert set(rows[64]) == set(rows[1]) and len(rows[1]) > 10
     assert _differ(rows[64], rows[1], rows[1]) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self\.log\(\)`")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_on_cuda_a_packed_step_compiled_or_not_gives_the_padded_steps_loss(model, compiled):
+    """On the GPU's attention kernels (SDPA with the packed block mask), and through torch.compile."""
+    import copy
+
+    cuda = copy.deepcopy(model).cuda()
+    rows = _rows()
+    padded = {k: v.cuda() for k, v in collate(rows, pad_id=0).items()}
+    packed = collate_packed(rows, pad_id=0, width=32)
+    packed["packed"] = {name: {k: v.cuda() if torch.is_tensor(v) else v for k, v in part.items()}
+                        for name, part in packed["packed"].items()}
+    with torch.no_grad():
+        want = _module(cuda).training_step(padded, 0)
+        got = CausalLMModule(cuda, torch.optim.SGD, None, compile_model=compiled).training_step(packed, 0)
+    assert torch.allclose(got, want, atol=1e-4)

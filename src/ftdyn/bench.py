@@ -53,7 +53,8 @@ class Preset:
     precision: str  #: ftdyn's trainer.precision; the baseline uses the same (bf16 autocast or fp32)
     steps: int
     warmup: int
-    eval_examples: int  #: examples scored / generated in batches (the per-example loop does a quarter)
+    eval_examples: int  #: examples scored in batches (the per-example loop scores a quarter)
+    gen_examples: int  #: examples generated in batches (the per-example loop generates an eighth, at least 4)
     new_tokens: int  #: greedy generation length
     #: configuration name -> (examples per step, ftdyn trainer overrides; None: the Trainer baseline)
     configs: dict = field(default_factory=dict)
@@ -66,12 +67,14 @@ OLMO1B_ARCH = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=1
                    vocab_size=50304, max_position_embeddings=2048)  # 1.18B parameters (perf-anchors.md)
 
 PRESETS = {
-    "tiny": Preset(TINY_ARCH, "32-true", steps=25, warmup=4, eval_examples=128, new_tokens=16, configs={
+    "tiny": Preset(TINY_ARCH, "32-true", steps=25, warmup=4, eval_examples=128, gen_examples=64,
+                   new_tokens=16, configs={
         "trainer": (8, None),
         "ftdyn-padded": (8, ["trainer.packing=false"]),
         "ftdyn": (8, []),
     }, job=("model=micro", "task.train_size=400", "task.eval_size=60")),
-    "olmo1b-shape": Preset(OLMO1B_ARCH, "bf16-mixed", steps=25, warmup=5, eval_examples=512, new_tokens=60, configs={
+    "olmo1b-shape": Preset(OLMO1B_ARCH, "bf16-mixed", steps=25, warmup=5, eval_examples=512,
+                           gen_examples=128, new_tokens=60, configs={
         "trainer": (8, None),
         "ftdyn-padded": (8, ["trainer.packing=false"]),
         "ftdyn": (8, []),
@@ -221,6 +224,8 @@ def train_line(name: str, batch: int, overrides, preset: Preset, args, base_mode
     tokens_s = batch * statistics.fmean(len(r["input_ids"]) for r in rows) / step_s
     del model
     gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return {"bench": "train", "preset": args.preset, "config": name, "device": _device_name(device),
             "examples_per_step": batch, "steps": preset.steps, "timed_steps": preset.steps - preset.warmup - 1,
             "step_s": round(step_s, 5), "examples_per_s": round(batch / step_s, 2), "real_tokens_per_s": round(tokens_s, 1),
@@ -264,11 +269,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--peak-flops", type=float, default=989e12, help="device peak for MFU (H100/H200 bf16 dense)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--job-args", default="", help="overrides of the whole-job figure (space separated)")
+    parser.add_argument("--job-configs", default="", help="comma list of job-fast, job-padded (default: both)")
+    parser.add_argument("--stand-in", type=Path, default=None,
+                        help="only write a checkpoint of the preset's shape to <dir>/main (ftdyn.bench_eval.write_stand_in)")
     parser.add_argument("--steps", type=int, default=0, help="optimiser steps per configuration (0: the preset's)")
     parser.add_argument("--warmup", type=int, default=-1, help="untimed first steps (-1: the preset's)")
     parser.add_argument("--eval-examples", type=int, default=0, help="examples evaluated in batches (0: the preset's)")
     args = parser.parse_args(argv)
     args.configs = [c for c in args.configs.split(",") if c]
+    args.job_configs = [c for c in args.job_configs.split(",") if c]
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -278,6 +287,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     preset = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in (
         ("steps", args.steps), ("warmup", args.warmup), ("eval_examples", args.eval_examples)) if v > 0 or
         (k == "warmup" and v >= 0)})
+    if args.stand_in is not None:
+        from ftdyn.bench_eval import write_stand_in
+
+        write_stand_in(preset, args.stand_in)
+        return []
     sections = args.sections.split(",")
     lines = []
     if "train" in sections:

@@ -67,17 +67,19 @@ def eval_section(preset: Preset, args, device: str) -> list[dict]:
     model = random_model(preset.arch).to(device).eval()
     if device == "cuda":
         model = model.to(torch.bfloat16)
-    n, loop_n = preset.eval_examples, max(8, preset.eval_examples // 4)
+    n = max(preset.eval_examples, preset.gen_examples)
     prompts = bench_prompts(tokenizer, texts, n)
     choices = [list(NLI_LABELS)] * n
-    workloads = {
-        "label_scoring": lambda p, b: choice_logits(model, tokenizer, p, choices[:len(p)], batch_size=b),
-        "generation": lambda p, b: generate(model, tokenizer, p, preset.new_tokens, batch_size=b),
+    workloads = {  # name: (call, examples batched, examples one at a time)
+        "label_scoring": (lambda p, b: choice_logits(model, tokenizer, p, choices[:len(p)], batch_size=b),
+                          preset.eval_examples, max(8, preset.eval_examples // 4)),
+        "generation": (lambda p, b: generate(model, tokenizer, p, preset.new_tokens, batch_size=b),
+                       preset.gen_examples, max(4, preset.gen_examples // 8)),
     }
     lines = []
-    for name, work in workloads.items():
+    for name, (work, n, loop_n) in workloads.items():
         work(prompts[:4], 4)  # warm-up: kernels, allocator
-        batched = _rate(device, n, lambda: work(prompts, EVAL_BATCH))
+        batched = _rate(device, n, lambda: work(prompts[:n], EVAL_BATCH))
         loop = _rate(device, loop_n, lambda: work(prompts[:loop_n], 1))
         for config, rate, count in (("batched", batched, n), ("per-example", loop, loop_n)):
             line = {"bench": "eval", "preset": args.preset, "workload": name, "config": config,
@@ -87,6 +89,23 @@ def eval_section(preset: Preset, args, device: str) -> list[dict]:
             emit(line)
             lines.append(line)
     return lines
+
+
+def write_stand_in(preset: Preset, root: Path) -> Path:
+    """A checkpoint of the preset's shape (random weights, bf16 on disk) with the bench tokenizer,
+    as `root/main`: a hub model's offline stand-in (`model.local_dir`), so a real job runs on
+    the 1B shape without a ladder build, e.g.
+    `model=olmo1b model.local_dir=<root> model.checkpoints=[1] model.text.path=null eval.pretrain_loss=false`."""
+    tokenizer, _ = bench_tokenizer()
+    arch = {**preset.arch, "vocab_size": max(preset.arch["vocab_size"], len(tokenizer))}
+    model = random_model(arch)
+    model.config.pad_token_id, model.config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    model.config.bos_token_id = tokenizer.eos_token_id
+    target = root / "main"
+    model.to(torch.bfloat16).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    log.info("wrote %s (%d parameters)", target, model.num_parameters())
+    return target
 
 
 class _StageTimer:
@@ -118,7 +137,9 @@ def job_section(preset: Preset, args, device: str) -> list[dict]:
     if run.model.source == C.ModelSource.ladder:
         ladder.ensure(run.model)  # built once, outside the timed jobs
     lines, walls = [], {}
-    for config, extra in (("job-fast", []), ("job-padded", ["trainer.packing=false"])):
+    configs = [(c, e) for c, e in (("job-fast", []), ("job-padded", ["trainer.packing=false"]))
+               if not args.job_configs or c in args.job_configs]
+    for config, extra in configs:
         timer = _StageTimer(train_module.evaluate_stage, device)
         train_module.evaluate_stage = timer
         try:
@@ -139,6 +160,7 @@ def job_section(preset: Preset, args, device: str) -> list[dict]:
                 "ratio_to_padded": None}
         lines.append(line)
     for line in lines:
-        line["ratio_to_padded"] = round(walls["job-padded"] / walls[line["config"]], 3)
+        if "job-padded" in walls:
+            line["ratio_to_padded"] = round(walls["job-padded"] / walls[line["config"]], 3)
         emit(line)
     return lines
