@@ -228,7 +228,8 @@ def train_line(name: str, batch: int, overrides, preset: Preset, args, base_mode
         torch.cuda.empty_cache()
     return {"bench": "train", "preset": args.preset, "config": name, "device": _device_name(device),
             "examples_per_step": batch, "steps": preset.steps, "timed_steps": preset.steps - preset.warmup - 1,
-            "step_s": round(step_s, 5), "examples_per_s": round(batch / step_s, 2), "real_tokens_per_s": round(tokens_s, 1),
+            "step_s": round(step_s, 5), "examples_per_s": round(batch / step_s, 2),
+            "real_tokens_per_s": round(tokens_s, 1),
             "padding": round(padding_share(rows, batch, overrides), 3),
             "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None,
             "mfu": round(6 * base_model.num_parameters() * tokens_s / args.peak_flops, 5),
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--job-args", default="", help="overrides of the whole-job figure (space separated)")
     parser.add_argument("--job-configs", default="", help="comma list of job-fast, job-padded (default: both)")
     parser.add_argument("--stand-in", type=Path, default=None,
-                        help="only write a checkpoint of the preset's shape to <dir>/main (ftdyn.bench_eval.write_stand_in)")
+                        help="only write a random checkpoint of the preset's shape to <dir>/main (write_stand_in)")
     parser.add_argument("--steps", type=int, default=0, help="optimiser steps per configuration (0: the preset's)")
     parser.add_argument("--warmup", type=int, default=-1, help="untimed first steps (-1: the preset's)")
     parser.add_argument("--eval-examples", type=int, default=0, help="examples evaluated in batches (0: the preset's)")
