@@ -383,6 +383,17 @@ class TrainerConfig:
     keep: Keep = setting(Keep.none, launch=True)  #: checkpoints a done job keeps: none | last (the final weights) | all
     strategy: Strategy = Strategy.auto  #: Lightning strategy: auto (one process), ddp or fsdp (one process per device)
     num_nodes: int = setting(1, ge=1)  #: machines per job; processes per job = num_nodes * devices
+    # The fast path (docs/performance.md). Settings of speed, not results, are launch settings, as
+    # eval.batch_size is: they change numbers only within float rounding (tests/test_packing.py).
+    #: pack each batch's examples into rows with per-example attention, no padding (ftdyn.packing)
+    packing: bool = setting(True, launch=True)
+    #: tokens per packed row (0: the batch's longest example); a fixed width gives compile few shapes
+    pack_width: int = setting(0, launch=True, ge=0)
+    #: batch examples of similar length (windows of 50 batches): other batches, so other results
+    bucket_by_length: bool = False
+    compile: bool = setting(False, launch=True)  #: run the training forward through torch.compile
+    #: on CUDA, torch AdamW/Adam with their fused kernel (unless optim.optimizer sets `fused`)
+    fused_optimizer: bool = setting(True, launch=True)
 
     LIGHTNING_FIELDS: typing.ClassVar[tuple[str, ...]] = ("accelerator", "devices", "precision", "log_every_n_steps",
                                                           "enable_progress_bar")
@@ -483,6 +494,9 @@ class TrainConfig:
                        f"but model.text.path is not set for hub model {self.model.name}")
         if self.replay.rate > 0 and self.replay.source == ReplaySource.text and not self.model.text.path:
             out.append(f"replay.source=text but model.text.path is not set for {self.model.name}")
+        if self.trainer.bucket_by_length and self.replay.rate > 0:
+            out.append("trainer.bucket_by_length=true with replay.rate > 0: replay batches follow the replay plan; "
+                       "set one of them off")
         if self.task.eval_only and self.method.name != Method.base:
             out.append(f"task={self.task.name} is evaluation-only; use method=base (got method={self.method.name})")
         return out

@@ -127,10 +127,12 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
     head = new_head(model, len(task.cfg.label_words), spec, run.seed) if spec.head else None
     rows = train_rows(task, tokenizer, run, model.config.max_position_embeddings, spec.head)
     stages = plan(run.method)
+    batching = dict(packing=run.trainer.packing, pack_width=run.trainer.pack_width,
+                    bucket_by_length=run.trainer.bucket_by_length)
     replay = {}
     if run.replay.rate > 0 and any(stage.trains != Trains.head for stage in stages):  # a probe has no LM to rehearse
         replay = {"replay_rows": _replay_stream(run, tokenizer), "replay_rate": run.replay.rate}
-    data = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed, **replay)
+    data = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed, **batching, **replay)
     fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0, "replay_fraction": data.replay_fraction()})
     for stage in stages:
         start = _head_state(head)
@@ -184,6 +186,20 @@ def _log_interval(run: C.TrainConfig, batches_per_epoch: int, total: int) -> int
     return max(1, min(run.trainer.log_every_n_steps, rank_batches(batches_per_epoch, run), total))
 
 
+FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam")  #: optimisers with a fused CUDA kernel
+
+
+def fused_kwargs(run: C.TrainConfig) -> dict:
+    """`fused=True` for torch's AdamW/Adam on a CUDA device (trainer.fused_optimizer): one kernel
+    per step instead of several per parameter. Not under fsdp (sharded DTensor parameters), and
+    never over an explicit `optim.optimizer.fused`."""
+    on_cuda = run.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    wanted = run.trainer.fused_optimizer and run.trainer.strategy != C.Strategy.fsdp
+    optimizer = run.optim.optimizer
+    return {"fused": True} if (on_cuda and wanted and optimizer.get("_target_") in FUSED_OPTIMIZERS
+                               and "fused" not in optimizer) else {}
+
+
 def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path,
                callbacks: list[L.Callback]) -> tuple[CausalLMModule, int, int]:
     """Train one stage, or restore it if a previous run of the job finished or checkpointed it.
@@ -193,10 +209,11 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
     """
     batches = data.steps_per_epoch()
     total = stage_steps(stage, batches, run)
-    module = CausalLMModule(model, optimizer=partial(instantiate(run.optim.optimizer), lr=stage.lr),
+    module = CausalLMModule(model, optimizer=partial(instantiate(run.optim.optimizer), lr=stage.lr,
+                                                     **fused_kwargs(run)),
                             scheduler=partial(instantiate(run.optim.scheduler), num_training_steps=total,
                                               num_warmup_steps=math.ceil(run.optim.warmup_ratio * total)),
-                            head=head)
+                            head=head, compile_model=run.trainer.compile)
     checkpoints = StageCheckpoints(job_dir, stage.name, run.trainer.checkpoint_every_n_steps)
     if checkpoints.finished():
         steps = checkpoints.restore_finished(module, callbacks)
