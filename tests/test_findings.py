@@ -208,3 +208,19 @@ def test_joint_law_r2_on_planted_additive_forgetting():
                                    forget + rng.normal(0, 1e-3)), "run_key": key, "lora_rank": rank})
     out = run("c_joint_law", table(rows))
     assert out["value"] > 0.99 and out["verdict"] == "reproduced"
+
+
+def test_a_finding_on_prompted_sets_is_read_once_per_protocol():
+    """4-shot rows (the source's protocol) where fine-tuning hurts, 0-shot rows where it helps:
+    one line each, never pooled."""
+    rows = table(probe_rows(0.5)).assign(shots=0)
+    for shots, after in ((4, 0.3), (0, 0.9)):
+        rows = pd.concat([rows, table(ladder_rows(0.1)).assign(shots=shots).assign(
+            value=lambda d: d["value"].where((d["stage"] == "before") | (d["task"] != "cls"), after))])
+    out = F.findings(rows, KINDS).set_index(["finding", "shots"])
+    assert out.loc[("a_group_gap", 4), "value"] == pytest.approx(0.3 - 0.33)
+    assert out.loc[("a_group_gap", 0), "value"] == pytest.approx(0.9 - 0.33)
+    assert out.loc[("a_group_gap", 0), "verdict"] == "reproduced"
+    assert out.loc[("a_group_gap", 4), "verdict"] == "not reproduced"
+    knowledge = out.xs("iii_knowledge", level="finding")  # the probe has one protocol: one line
+    assert len(knowledge) == 1 and knowledge["value"].item() == pytest.approx(0.4)

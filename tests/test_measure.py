@@ -181,3 +181,14 @@ def test_cross_task_without_in_domain_sets_is_refused_and_an_instruction_set_mea
     with pytest.raises(C.ConfigError, match=r"eval.cross_tasks: task 'syn_probe' has no in_domain"):
         load_cross_task("syn_probe", make_world(0))
     assert load_cross_task("syn_instruct", make_world(0)).cfg.name == "syn_mc"
+
+
+def test_also_zero_shot_scores_every_prompted_set_in_both_protocols(micro_ladder, tmp_path):
+    train(compose_config(MICRO + ["task.eval_size=12", "method.max_steps=2", "fewshot.also_zero_shot=true",
+                                  "eval.probe=false", "eval.pretrain_loss=false"]), tmp_path)
+    rows = [r for r in _lines(tmp_path / "results.jsonl") if r["metric"] == "acc"]
+    for stage in ("before", "after"):
+        by_shots = {s: {r["eval_set"] for r in rows if r["stage"] == stage and r["shots"] == s} for s in (4, 0)}
+        assert by_shots[4] == by_shots[0] and "test" in by_shots[0]  # every set, once per protocol
+    zero = {r["eval_set"]: r["value"] for r in rows if r["stage"] == "before" and r["shots"] == 0}
+    assert all(0.0 <= v <= 1.0 for v in zero.values())

@@ -307,6 +307,9 @@ class FewshotConfig:
     k: int = setting(4, ge=0)  #: before fine-tuning (and for method=base)
     k_after: int = setting("${.k}", ge=0)  #: after fine-tuning (default: the same as k)
     seed: int = setting(0, ge=0)
+    #: also score every prompted set 0-shot at both stages (rows of both protocols, told apart by
+    #: `shots`): a study in the source's k-shot protocol keeps a zero-shot reading beside it
+    also_zero_shot: bool = False
 
 
 @dataclass

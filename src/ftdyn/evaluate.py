@@ -93,17 +93,24 @@ def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskDa
     """
     rows = []
     scored = task.evaluated or task
-    for fmt in run.prompt.eval:
-        for view, demos in _demonstration_groups(scored, k, run.fewshot.seed, fmt):
-            rows += _with_shots(_task_rows(model, stage, fmt, demos, run, view, tokenizer, head, base), demos)
-        for other in cross:
-            demos = demonstration_blocks(other, k, run.fewshot.seed, fmt)
-            rows += _with_shots(_cross_task_rows(model, stage, fmt, demos, run, other, tokenizer), demos)
+    for shots in protocols(k, run.fewshot.also_zero_shot):
+        for fmt in run.prompt.eval:
+            for view, demos in _demonstration_groups(scored, shots, run.fewshot.seed, fmt):
+                rows += _with_shots(_task_rows(model, stage, fmt, demos, run, view, tokenizer, head, base), demos)
+            for other in cross:
+                demos = demonstration_blocks(other, shots, run.fewshot.seed, fmt)
+                rows += _with_shots(_cross_task_rows(model, stage, fmt, demos, run, other, tokenizer), demos)
     if run.eval.probe:
         rows.append(_probe_row(model, stage, tokenizer, world, run.eval.batch_size))
     if run.eval.pretrain_loss:
         rows += _pretrain_rows(model, base, stage, heldout, heldout_name, tokenizer.pad_token_id, run.eval.batch_size)
     return rows
+
+
+def protocols(k: int, also_zero_shot: bool) -> list[int]:
+    """The numbers of demonstrations a stage's prompted sets are scored with: k, then 0 as well
+    when asked (`fewshot.also_zero_shot`); each once."""
+    return list(dict.fromkeys([k, *([0] if also_zero_shot else [])]))
 
 
 def _with_shots(rows: list[dict], demos: Sequence[str]) -> list[dict]:

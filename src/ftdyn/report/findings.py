@@ -53,6 +53,7 @@ class Finding:
     direction: int  #: +1: claim is statistic > margin; -1: statistic < margin; 0: |statistic| < margin
     margin: float
     per_seed: Callable[[pd.DataFrame, dict[str, str]], pd.Series]  #: rows, task kinds -> value per seed
+    by_shots: bool = False  #: reads prompted sets: evaluated once per protocol (number of demonstrations)
 
     def rule(self) -> str:
         side = {1: f"above {self.margin:g}", -1: f"below {self.margin:g}",
@@ -88,6 +89,23 @@ def verdict(lo: float, hi: float, direction: int, margin: float) -> str:
     return "not reproduced" if high <= target else "inconclusive"
 
 
+PROMPTED = ("in_domain", "out_of_domain", "cross_task")  #: split kinds whose prompts carry demonstrations
+
+
+def protocols(table: pd.DataFrame) -> list[float]:
+    """The numbers of demonstrations the sweep scored its prompted sets with, most first (the
+    source's k-shot protocol, then e.g. `fewshot.also_zero_shot`'s 0)."""
+    if "shots" not in table:
+        return []
+    shots = table.loc[table["split_kind"].isin(PROMPTED) & (table["stage"] == "before"), "shots"].dropna()
+    return sorted(shots.unique(), reverse=True)
+
+
+def _protocol(table: pd.DataFrame, shots: float) -> pd.DataFrame:
+    """The rows of one protocol: prompted sets scored with `shots` demonstrations, and every other row."""
+    return table[~table["split_kind"].isin(PROMPTED) | (table["shots"] == shots)]
+
+
 def evaluate(finding: Finding, table: pd.DataFrame, kinds: dict[str, str]) -> dict:
     """One line of findings.csv: the claim, the number with its interval, the rule and the verdict."""
     try:
@@ -105,8 +123,16 @@ def evaluate(finding: Finding, table: pd.DataFrame, kinds: dict[str, str]) -> di
 
 
 def findings(table: pd.DataFrame, kinds: dict[str, str], catalogue: list[Finding] | None = None) -> pd.DataFrame:
-    """Every finding of `catalogue` (default: `FINDINGS`) on a results table; one line each."""
-    return pd.DataFrame([evaluate(f, table, kinds) for f in (catalogue or FINDINGS)])
+    """Every finding of `catalogue` (default: `FINDINGS`) on a results table: one line each, or one
+    per protocol (`shots`) for a finding on prompted sets when the sweep scored several."""
+    lines = []
+    for finding in catalogue or FINDINGS:
+        shots = protocols(table) if finding.by_shots else []
+        if len(shots) > 1:
+            lines += [{**evaluate(finding, _protocol(table, s), kinds), "shots": s} for s in shots]
+        else:
+            lines.append({**evaluate(finding, table, kinds), "shots": shots[0] if shots else np.nan})
+    return pd.DataFrame(lines)
 
 
 # --- the rows each statistic reads -------------------------------------------------------------------
@@ -290,18 +316,19 @@ FINDINGS = [
             "score higher after fine-tuning although the base score is flat", "MNLI: after-score rises along "
             "OLMo-1B's checkpoints while the 4-shot base stays flat",
             f"slope of the after-score (in-domain, default format) against log10(step), over tasks whose "
-            f"before-score rises < {LEARNED_RISE} across the checkpoints", +1, 0.0, latent_gain_slope),
+            f"before-score rises < {LEARNED_RISE} across the checkpoints", +1, 0.0, latent_gain_slope, by_shots=True),
     Finding("a_group_gap", "Amuro & Char §5, Table 6 (v5)", "Tasks not learned in pre-training gain far more from "
             "fine-tuning than tasks already learned", "mean raw gain .290 vs -.005 (final checkpoint)",
             "mean gain (after - before, in-domain) of flat tasks minus that of tasks learned in pre-training",
-            +1, 0.0, group_gain_gap),
+            +1, 0.0, group_gain_gap, by_shots=True),
     Finding("b_cls_to_gen", "Amuro & Char §6, Eq. 1", "Fine-tuning on classification hurts generation",
             "MRC classification -> generation -61.4%", "mean relative change of generation tasks' scores "
             "after fine-tuning on a classification task (default format, over checkpoints)", -1, 0.0,
-            _direction("classification", "generation")),
+            _direction("classification", "generation"), by_shots=True),
     Finding("b_gen_to_cls", "Amuro & Char §6, Eq. 1", "Fine-tuning on generation leaves classification unchanged",
             "MRC generation -> classification +0.3% (not significant)", "mean relative change of classification "
-            "tasks' scores after fine-tuning on a generation task", 0, 0.1, _direction("generation", "classification")),
+            "tasks' scores after fine-tuning on a generation task", 0, 0.1,
+            _direction("generation", "classification"), by_shots=True),
     Finding("c_linear_law", "Kalajdzievski §4.1, Eq. 4", "Forgetting is linear in the fine-tuning loss",
             "R² .945 (OpenOrca), .974 (News)", "R² of forget_ce = -c * train_loss + s over in-loop steps, all "
             "ranks pooled, mean over tasks", +1, 0.9, linear_law_r2),
@@ -318,5 +345,5 @@ FINDINGS = [
     Finding("iv_prompt_sensitivity", "Amuro & Char §6, Fig. 5", "Sensitivity to the prompt format after "
             "fine-tuning shrinks with more pre-training", "later checkpoints fine-tuned in one format do well in "
             "the others", "slope of the after-score spread across prompt formats (max - min) against "
-            "log10(step)", -1, 0.0, prompt_sensitivity_slope),
+            "log10(step)", -1, 0.0, prompt_sensitivity_slope, by_shots=True),
 ]
