@@ -224,3 +224,21 @@ def test_a_finding_on_prompted_sets_is_read_once_per_protocol():
     assert out.loc[("a_group_gap", 4), "verdict"] == "not reproduced"
     knowledge = out.xs("iii_knowledge", level="finding")  # the probe has one protocol: one line
     assert len(knowledge) == 1 and knowledge["value"].item() == pytest.approx(0.4)
+
+
+def lp_rows(ft_diff: float, lpft_diff: float, ft_norm: float, lpft_norm: float):
+    for seed in SEEDS:
+        for method, diff, norm in (("ft", ft_diff, ft_norm), ("lpft", lpft_diff, lpft_norm)):
+            yield row(seed, "cls", 100, "after", "features", "feature_diff", diff + noise(seed), "features",
+                      method=method)
+            yield row(seed, "cls", 100, "run", "run", "classifier_norm_probe", 99.0, None, method=method)
+            yield row(seed, "cls", 100, "run", "run", "classifier_norm_ft", norm + noise(seed), None, method=method)
+
+
+def test_lpft_changes_features_less_and_grows_the_head_more():
+    out = F.findings(table(lp_rows(20.0, 10.0, 0.5, 7.0)), KINDS).set_index("finding")
+    assert out.loc["d_feature_change", "value"] == pytest.approx(10.0)
+    assert out.loc["d_head_norm", "value"] == pytest.approx(6.5)  # the probe stage's norm is not the end
+    assert (out.loc[["d_feature_change", "d_head_norm"], "verdict"] == "reproduced").all()
+    reverse = F.findings(table(lp_rows(10.0, 20.0, 7.0, 0.5)), KINDS).set_index("finding")
+    assert (reverse.loc[["d_feature_change", "d_head_norm"], "verdict"] == "not reproduced").all()

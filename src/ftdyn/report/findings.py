@@ -295,6 +295,38 @@ def prompt_sensitivity_slope(table: pd.DataFrame, kinds: dict[str, str]) -> pd.S
     return _slope_per_seed(spread.reset_index(), "spread", ["task"])
 
 
+LP_PAIRS = (("ft", "lpft"), ("lorahead", "lplora"))  #: (baseline with a fresh head, its linear-probe-first variant)
+
+
+def _paired(table: pd.DataFrame, per_run: pd.Series, sign: int) -> pd.Series:
+    """Per seed: sign * (baseline - probe-first variant) of a per-run measure, over the LP_PAIRS and
+    cells (task x checkpoint) where both methods ran, averaged."""
+    runs = table.drop_duplicates("run_key").set_index("run_key")[["seed", "task", "ckpt_step", "method"]]
+    frame = runs.join(per_run.rename("measure"), how="inner")
+    wide = frame.groupby(["seed", "task", "ckpt_step", "method"])["measure"].mean().unstack("method")
+    gaps = [sign * (wide[base] - wide[probed]) for base, probed in LP_PAIRS if {base, probed} <= set(wide)]
+    if not gaps:
+        raise Missing(f"needs a head method and its probe-first variant: one of {LP_PAIRS}")
+    return _seed_mean(pd.concat(gaps).dropna().rename("gap").reset_index(), "gap")
+
+
+def feature_change_gap(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
+    rows = table[(table["metric"] == "feature_diff") & (table["stage"] == "after")]
+    if rows.empty:
+        raise Missing("needs feature rows (eval.diagnostics=[features])")
+    return _paired(table, rows.groupby("run_key")["value"].mean(), +1)
+
+
+def head_norm_gap(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
+    """The classifier norm at the end of each run's last stage (run facts classifier_norm_<stage>,
+    the probe's left out)."""
+    facts = table[(table["stage"] == "run") & table["metric"].astype(str).str.startswith("classifier_norm_")
+                  & (table["metric"] != "classifier_norm_probe")]
+    if facts.empty:
+        raise Missing("needs head methods (classifier_norm_<stage> run facts)")
+    return _paired(table, facts.groupby("run_key")["value"].mean(), -1)
+
+
 def replay_reduction(table: pd.DataFrame, kinds: dict[str, str], metric: str = "forget_kl",
                      split_kind: str = "pretrain") -> pd.Series:
     """Per seed: 1 - forgetting at 5-10% replay / forgetting without replay, mean over the cells
@@ -336,6 +368,14 @@ FINDINGS = [
             "and steps", "R² .960 (OpenOrca), .977 (News)", "R² of the additive joint law c((a/P)^alpha + "
             "(b/N)^beta)^rho + s fitted to forget_ce over LoRA ranks and in-loop steps, mean over tasks", +1, 0.9,
             joint_law_r2),
+    Finding("d_feature_change", "Tomihari & Sato §5, Table 1", "LP-FT changes the features less than FT",
+            "smaller Diff(F) for LP-FT than FT on every dataset", "mean ||phi_ft(x) - phi_0(x)|| of FT (ft, "
+            "lorahead) minus that of its probe-first variant (lpft, lplora), paired by task x checkpoint",
+            +1, 0.0, feature_change_gap),
+    Finding("d_head_norm", "Tomihari & Sato §5, Table 1", "LP-FT ends with a larger classifier norm than FT",
+            "larger Norm(C) for LP-FT than FT", "final classifier norm ||V||_F of the probe-first variant "
+            "(lpft, lplora) minus that of its baseline (ft, lorahead), paired by task x checkpoint", +1, 0.0,
+            head_norm_gap),
     Finding("e_replay", "CMU poster (Kapoor & Kotha)", "5-10% replay nearly removes forgetting",
             "X2 prediction stays near 1 with replay", "1 - forget_kl(5-10% replay) / forget_kl(no replay), "
             "after fine-tuning, mean over cells", +1, 0.5, replay_reduction),
