@@ -81,3 +81,13 @@ def test_ntk_predicts_a_small_step_to_first_order():
     # second-order remainder: the relative error falls about tenfold per tenfold smaller step
     assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5
     assert errors[2] < 1e-3
+
+
+def test_per_example_and_batched_jacobians_agree():
+    """vmap over single inputs (linear cost) and jacrev of the batched forward (for models that
+    cannot be vmapped) are the same Jacobian."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert torch.allclose(jacobian(net, x), jacobian(net, x, per_example=False), atol=1e-14)
+    assert torch.allclose(empirical_ntk(net, x, x[:2]), empirical_ntk(net, x, x[:2], per_example=False), atol=1e-12)

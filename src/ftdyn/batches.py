@@ -372,4 +372,8 @@ class TrainDataModule(L.LightningDataModule):
         ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         replay = ReplayRows(self.replay_rows) if self.replay_rows is not None else None
         return StepResumedLoader(_TaskAndReplayRows(self.rows, replay), batch_sampler=self._batch_sampler(done, *ranks),
-                                 generator=torch.Generator(), collate_fn=lambda b: collate(b, self.pad_id))
+                                 generator=torch.Generator(), collate_fn=self.collate)
+
+    def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """One batch from its rows: padded token rows here; the toy's numbers in `ftdyn.toy`."""
+        return collate(rows, self.pad_id)

@@ -64,11 +64,13 @@ class TaskKind(enum.StrEnum):
     classification = "classification"
     generation = "generation"
     multiple_choice = "multiple_choice"
+    regression = "regression"  #: a number per input, squared error (the two-Gaussians toy, ftdyn.toy)
 
 
 class TaskSource(enum.StrEnum):
     tinyworld = "tinyworld"
     hub = "hub"
+    gaussians = "gaussians"  #: sampled by ftdyn.toy: X1 ~ N(-1, 0.2), X2 ~ N(1, 0.2)
 
 
 class SplitKind(enum.StrEnum):
@@ -87,6 +89,11 @@ class LabelScoring(enum.StrEnum):
 class ModelSource(enum.StrEnum):
     ladder = "ladder"
     hub = "hub"
+    toy = "toy"  #: an MLP that ftdyn pre-trains on the two-Gaussians regression (ftdyn.toy)
+
+
+TOY_METHODS = (Method.base, Method.sft)  #: what the toy MLP can be fine-tuned by: no LoRA targets, no label head
+TOY_MODEL_FIELDS = ("width", "depth")  #: model fields only model.source=toy reads
 
 
 class ReplaySource(enum.StrEnum):

@@ -32,9 +32,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, Keep, LabelScoring,
-                           Method, MethodSpec, ModelSource, PromptFormat, ReplaySource, SplitKind, Strategy, TaskKind,
-                           TaskSource)
+from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, TOY_METHODS, Keep,
+                           LabelScoring, Method, MethodSpec, ModelSource, PromptFormat, ReplaySource, SplitKind,
+                           Strategy, TaskKind, TaskSource)
 from ftdyn.settings import bound_problems, json_safe, setting
 
 
@@ -128,6 +128,8 @@ class ModelConfig:
     local_dir: Optional[str] = setting(None, launch=True)
     dtype: str = "float32"  #: weights as loaded (float32 keeps master weights exact under bf16-mixed)
     text: TextConfig = field(default_factory=TextConfig)
+    width: int = setting(64, ge=1)  #: source=toy: hidden units of each MLP layer
+    depth: int = setting(2, ge=1)  #: source=toy: hidden layers of the MLP
 
     def problems(self) -> list[str]:
         out = []
@@ -135,7 +137,8 @@ class ModelConfig:
             out.append("model.checkpoints is empty: list the ladder's pre-training steps")
         if sorted(set(self.checkpoints)) != list(self.checkpoints) or any(s <= 0 for s in self.checkpoints):
             out.append(f"model.checkpoints={list(self.checkpoints)}: must be positive, increasing steps")
-        if self.source == ModelSource.ladder and self.checkpoints and self.checkpoints[-1] != self.pretrain.steps:
+        built = self.source in (ModelSource.ladder, ModelSource.toy)  # pre-trained by ftdyn itself
+        if built and self.checkpoints and self.checkpoints[-1] != self.pretrain.steps:
             out.append(f"model.checkpoints ends at {self.checkpoints[-1]} but model.pretrain.steps="
                        f"{self.pretrain.steps}: the last checkpoint must be the final step")
         if self.source == ModelSource.hub and not self.hf_id:
@@ -312,6 +315,9 @@ class EvalConfig:
     #: and without a leading space), first_token_space (" label" only) or constrained (greedy
     #: decoding restricted to the label words: acc and acc_vs_base, no calibration)
     label_scoring: LabelScoring = LabelScoring.first_token
+    #: the two-Gaussians toy: record the empirical NTK's prediction of every step's change on the
+    #: evaluation sets beside the change that happened (ftdyn.toy.ntk_rows); off: nothing computed
+    ntk: bool = False
 
     def problems(self) -> list[str]:
         unknown = [t for t in self.cross_tasks if t not in task_options()]
@@ -445,8 +451,29 @@ class TrainConfig:
                        f"but model.text.path is not set for hub model {self.model.name}")
         if self.replay.rate > 0 and self.replay.source == ReplaySource.text and not self.model.text.path:
             out.append(f"replay.source=text but model.text.path is not set for {self.model.name}")
+        out += self._toy_problems()
         if self.task.eval_only and self.method.name != Method.base:
             out.append(f"task={self.task.name} is evaluation-only; use method=base (got method={self.method.name})")
+        return out
+
+    def _toy_problems(self) -> list[str]:
+        """The two-Gaussians toy (ftdyn.toy) pairs its own model and task, and fine-tunes in one process."""
+        toy_model, toy_task = self.model.source == ModelSource.toy, self.task.source == TaskSource.gaussians
+        out = []
+        if toy_model != toy_task:
+            out.append(f"model={self.model.name} (source={self.model.source}) with task={self.task.name} "
+                       f"(source={self.task.source}): the two-Gaussians toy needs model.source=toy and "
+                       f"task.source=gaussians together (model=mlp task=two_gaussians)")
+        unknown_sets = sorted(set(self.task.eval_sets) - {"x1", "x2"}) if toy_task else []
+        if unknown_sets:
+            out.append(f"task.eval_sets: {unknown_sets} are not sets of the two-Gaussians toy; allowed x1, x2")
+        if toy_model and self.method.name not in TOY_METHODS:
+            out.append(f"method={self.method.name}: the toy MLP allows {[str(m) for m in TOY_METHODS]}")
+        if toy_model and self.trainer.strategy != Strategy.auto:
+            out.append(f"trainer.strategy={self.trainer.strategy}: the toy MLP trains in one process (auto)")
+        if self.eval.ntk and not toy_model:
+            out.append(f"eval.ntk=true: NTK predictions exist for the two-Gaussians toy only (model.source=toy), "
+                       f"not model={self.model.name}")
         return out
 
     @property

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev
+from torch.func import functional_call, jacrev, vmap
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +50,31 @@ def selected_params(model: nn.Module, params: ParamSelect = None) -> dict[str, T
                              f"the model has {sorted(named)[:8]}{' ...' if len(named) > 8 else ''}")
         chosen = {n: p for n, p in named.items() if n in wanted or any(n.startswith(w) for w in wanted)}
     if not chosen:
-        raise ValueError("empirical_ntk params: the selection holds no parameter")
+        raise ValueError("empirical_ntk params: the selection holds no parameter"
+                         + (" (params=None takes those that require grad; pass a predicate such as "
+                            "lambda name: True for a frozen model)" if params is None else ""))
     return {n: p.detach() for n, p in chosen.items()}
 
 
-def jacobian(model: nn.Module, x: Tensor, params: ParamSelect = None) -> Tensor:
+def jacobian(model: nn.Module, x: Tensor, params: ParamSelect = None, per_example: bool = True) -> Tensor:
     """J(x): the output's derivative by the selected parameters, flattened to [n, k, P].
 
-    Differentiates the batched forward once per output entry (jacrev vmaps the backward over the
-    n*k output basis), so it needs no per-example vmap of the forward: models with data-dependent
-    control flow in the forward (attention masks) work too. Memory is n*k*P numbers.
+    Args:
+        per_example: vmap a per-input jacrev over the batch (the default: cost linear in n). False
+            differentiates the batched forward once per output entry instead (cost quadratic in
+            n), for models whose forward cannot be vmapped over single inputs, e.g. one that
+            builds masks with data-dependent control flow.
     """
     chosen = selected_params(model, params)
 
-    def forward(theta: dict[str, Tensor]) -> Tensor:  # parameters left out keep their values
-        out = functional_call(model, theta, (x,))
+    def batched(theta: dict[str, Tensor], inputs: Tensor) -> Tensor:  # parameters left out keep their values
+        out = functional_call(model, theta, (inputs,))
         return out.reshape(out.shape[0], -1)
 
-    jac = jacrev(forward)(chosen)  # name -> [n, k, *param.shape]
+    if per_example:
+        jac = vmap(jacrev(lambda theta, one: batched(theta, one.unsqueeze(0))[0]), in_dims=(None, 0))(chosen, x)
+    else:
+        jac = jacrev(batched)(chosen, x)  # name -> [n, k, *param.shape]
     n, k = next(iter(jac.values())).shape[:2]
     return torch.cat([j.reshape(n, k, -1) for j in jac.values()], dim=2)
 
@@ -78,14 +85,22 @@ def scalar_output(model: nn.Module, x: Tensor) -> bool:
         return model(x[:1]).dim() == 1
 
 
-def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor, params: ParamSelect = None) -> Tensor:
+def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor, params: ParamSelect = None,
+                  per_example: bool = True) -> Tensor:
     """K(x1, x2) = J(x1) J(x2)^T over the selected parameters: [n1, n2] or [n1, n2, k, k].
 
-    See the module docstring for shapes; `params` as in `selected_params`.
+    See the module docstring for shapes; `params` as in `selected_params`, `per_example` as in
+    `jacobian`.
     """
-    j1, j2 = jacobian(model, x1, params), jacobian(model, x2, params)
+    j1, j2 = jacobian(model, x1, params, per_example), jacobian(model, x2, params, per_example)
+    return gram(j1, j2, scalar_output(model, x1))
+
+
+def gram(j1: Tensor, j2: Tensor, scalar: bool) -> Tensor:
+    """The kernel from two Jacobians [n1, k, P] and [n2, k, P] (`jacobian`): reuse one side's
+    Jacobian across many kernels, as a trace over training steps does for its fixed probes."""
     kernel = torch.einsum("aip,bjp->abij", j1, j2)
-    return kernel[:, :, 0, 0] if scalar_output(model, x1) else kernel
+    return kernel[:, :, 0, 0] if scalar else kernel
 
 
 def predicted_change(kernel: Tensor, grad_out: Tensor, lr: float) -> Tensor:
