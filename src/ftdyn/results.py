@@ -29,13 +29,10 @@ def run_key(cfg: C.TrainConfig) -> str:
 def run_spec(cfg: C.TrainConfig) -> dict[str, object]:
     """Every setting of what the job computes, by dotted key: the schema's launch settings
     (`setting(launch=True)`: threads, logging, evaluation batch size, checkpoint cadence, paths)
-    and the method fields the method never reads (`method.rank` of sft) are left out, as are the toy's
-    own fields (`model.width`, `eval.ntk`) outside the toy."""
+    and the method fields the method never reads (`method.rank` of sft) are left out."""
     method = cfg.method.spec
     unused = {f"method.{k}" for k in ((() if method.lora else choices.LORA_FIELDS)
                                       + (() if method.head else choices.PROBE_FIELDS))}
-    if cfg.model.source != choices.ModelSource.toy:  # language models' run keys stay as before the toy
-        unused |= {f"model.{k}" for k in choices.TOY_MODEL_FIELDS} | {"eval.ntk"}
     spec = {key: settings.json_safe(value) for key, _, value in settings.leaves(cfg)
             if key not in unused and not settings.is_launch(cfg, key)}
     spec["ckpt.step"] = cfg.ckpt_step  # ckpt=final and ckpt.step=<final> are the same run
