@@ -239,7 +239,7 @@ def job(run: C.TrainConfig, job_dir: Path, callbacks: list[L.Callback]) -> tuple
     with torch.no_grad():
         base_pred = {name: model(x) for name, x in points.items()}
     rows = stage_rows(model, "before", points, base_pred, split_kinds)
-    facts = {"trainable_params": 0, "train_steps": 0}
+    facts = {"trainable_params": 0, "train_steps": 0, **shape_facts(run.model)}
     if run.method.name == C.Method.base:
         return rows, facts
     base = copy.deepcopy(model).requires_grad_(False)
@@ -252,8 +252,13 @@ def job(run: C.TrainConfig, job_dir: Path, callbacks: list[L.Callback]) -> tuple
     rows += [result_row(name, split_kinds[name], "after", None, metric, value)
              for callback in ntk for name, metric, value in callback.measures()]
     facts = {"trainable_params": sum(p.numel() for p in model.parameters()), "train_steps": steps,
-             "replay_fraction": data.replay_fraction(), "world_size": 1}
+             "replay_fraction": data.replay_fraction(), "world_size": 1, **shape_facts(run.model)}
     return rows, facts
+
+
+def shape_facts(model: C.ModelConfig) -> dict[str, int]:
+    """The MLP's scale as run facts: rows carry no model settings, and the report draws lines per width."""
+    return {"width": model.width, "depth": model.depth}
 
 
 def finetune_rows(run: C.TrainConfig) -> list[dict]:

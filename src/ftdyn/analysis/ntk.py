@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,24 @@ def gram(j1: Tensor, j2: Tensor, scalar: bool) -> Tensor:
     Jacobian across many kernels, as a trace over training steps does for its fixed probes."""
     kernel = torch.einsum("aip,bjp->abij", j1, j2)
     return kernel[:, :, 0, 0] if scalar else kernel
+
+
+def kernel_product(model: nn.Module, x: Tensor, x_train: Tensor, cotangent: Tensor, params: ParamSelect = None) -> Tensor:
+    """K(x, x_train) @ cotangent without forming the kernel: one vector-Jacobian product on the
+    training points, J(x_train)^T c (a direction in parameter space, the gradient when c is
+    dL/df), then one Jacobian-vector product on x. Two passes whatever the sizes, where the
+    kernel needs a backward pass per output: the way to trace every step of a wide model.
+
+    Shapes as `empirical_ntk`'s: `cotangent` is [n_train] (or [n_train, k]); the result [n] (or [n, k]).
+    """
+    chosen = selected_params(model, params)
+
+    def outputs(inputs: Tensor):
+        return lambda theta: functional_call(model, theta, (inputs,))
+
+    _, pullback = vjp(outputs(x_train), chosen)
+    (direction,) = pullback(cotangent.to(dtype=next(iter(chosen.values())).dtype))
+    return jvp(outputs(x), (chosen,), (direction,))[1]
 
 
 def predicted_change(kernel: Tensor, grad_out: Tensor, lr: float) -> Tensor:

@@ -2,8 +2,9 @@
 
 Before every optimiser step the callback computes, on fixed probe points, the linearised change
 that step should make: delta f(x) = -lr * K(x, B) @ dL/df(B) over the step's batch B
-(`ftdyn.analysis.ntk`), with the kernel at the current weights and with the kernel frozen at the
-checkpoint's (the lazy, NTK-regime prediction). After the step it records the actual change. It
+(`ftdyn.analysis.ntk.kernel_product`: a vjp and a jvp, never the kernel itself, so a step costs
+a few passes at any width), with the kernel at the current weights and with the kernel frozen at
+the checkpoint's (the lazy, NTK-regime prediction). After the step it records the actual change. It
 also splits the prediction into the task rows' push and the replay rows' pull, which is the
 poster's account of why replay keeps X2: the replay term cancels the fine-tuning term there.
 
@@ -20,7 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ftdyn.analysis.ntk import gram, jacobian, predicted_change
+from ftdyn.analysis.ntk import kernel_product
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def every_parameter(name: str) -> bool:
     return True
 
 
-NTK_PROBES = 64  #: probe points per evaluation set: the kernel is [sets x 64, batch] per step
+NTK_PROBES = 64  #: probe points per evaluation set
 
 
 class NtkTrace(L.Callback):
@@ -44,19 +45,18 @@ class NtkTrace(L.Callback):
         self.sizes = [len(x) for x in probes.values()]
         self.x = torch.cat(list(probes.values()))
         self.base = base  #: the checkpoint: its kernel is the frozen (lazy) one
-        self.base_jac = jacobian(base, self.x, every_parameter)  # the probes' side of the frozen kernel
         self.parts: dict[str, list[Tensor]] = {"pred": [], "pred_k0": [], "pred_replay": [], "actual": []}
         self._before: Tensor | None = None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses
-        grad, replay, m = module.output_grad(batch), batch["is_replay"], len(self.x)
-        jac = jacobian(module.model, torch.cat([self.x, batch["x"]]))  # one pass for probes and batch
-        kernel = gram(jac[:m], jac[m:], scalar=True)  # K(probes, batch) at the current weights
-        frozen = gram(self.base_jac, jacobian(self.base, batch["x"], every_parameter), scalar=True)
-        self.parts["pred"].append(predicted_change(kernel, grad, lr))
-        self.parts["pred_replay"].append(predicted_change(kernel[:, replay], grad[replay], lr))
-        self.parts["pred_k0"].append(predicted_change(frozen, grad, lr))
+        grad, replay, x_batch = module.output_grad(batch), batch["is_replay"], batch["x"]
+        step = -lr * kernel_product(module.model, self.x, x_batch, grad)  # -lr K(probes, batch) dL/df
+        pull = -lr * kernel_product(module.model, self.x, x_batch[replay], grad[replay]) if replay.any() \
+            else torch.zeros_like(step)
+        self.parts["pred"].append(step.detach())
+        self.parts["pred_replay"].append(pull.detach())
+        self.parts["pred_k0"].append(-lr * kernel_product(self.base, self.x, x_batch, grad, every_parameter).detach())
         with torch.no_grad():
             self._before = module.model(self.x)
 
