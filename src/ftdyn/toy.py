@@ -174,8 +174,9 @@ def build(model: C.ModelConfig, root: Path) -> None:
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[_SaveAt(model.checkpoints, root)])
     trainer.fit(module, ToyData(mixture_rows(p.steps * p.batch_size, generator(p.seed, "pretrain")),
                                 p.batch_size, seed=p.seed))
-    fit = {name: round(float(F.mse_loss(mlp(x), torch.full_like(x, PRETRAIN_TARGETS[name]))), 6)
-           for name, x in probe_points(1000, p.seed).items()}
+    with torch.no_grad():
+        fit = {name: round(float(F.mse_loss(mlp(x), torch.full_like(x, PRETRAIN_TARGETS[name]))), 6)
+               for name, x in probe_points(1000, p.seed).items()}
     write_json_atomic(root / "manifest.json", {"model": model.name, "key": toy_key(model), "config": C.as_dict(model),
                                                "params": sum(q.numel() for q in mlp.parameters()), "final_mse": fit})
 

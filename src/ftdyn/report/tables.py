@@ -218,6 +218,7 @@ def run_summary(table: pd.DataFrame) -> pd.DataFrame:
 def replay(summary: pd.DataFrame) -> pd.DataFrame:
     """In-domain gain (after - before) and forgetting (forget_kl after) per replay rate, for the
     task x checkpoint x method cells the sweep ran at two or more rates."""
+    summary = summary.dropna(subset=["in_domain_after", "forget_kl"], how="all")  # not the toy: table gaussians
     if summary.empty or summary["replay_rate"].nunique() < 2:
         return pd.DataFrame()
     keys = ["task", "ckpt_step", "method", "lora_rank"]
