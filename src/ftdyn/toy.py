@@ -39,6 +39,7 @@ from ftdyn.analysis.ntk_trace import NtkTrace, NTK_PROBES
 from ftdyn.batches import TrainDataModule
 from ftdyn.evaluate import result_row
 from ftdyn.methods import plan, stage_steps
+from ftdyn.methods.module import TrainingDiverged
 from ftdyn.results import file_lock, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class RegressionModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self.model(batch["x"]), batch["y"])
+        if not math.isfinite(loss.item()):  # SGD past its stable rate (lr > ~1 / K(x1, x1)): fail, never write NaN rows
+            raise TrainingDiverged(loss.item(), self.global_step)
         self.log("train/loss", loss, batch_size=len(batch["x"]))
         return loss
 
