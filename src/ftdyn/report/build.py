@@ -37,7 +37,7 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
     ci = "with bootstrap 95% intervals (percentile, 3,000 resamples over per-example scores; " \
          "Amuro & Char report the interval's midpoint)" if "before_lo" in ba else \
          "without intervals: no job wrote per-example scores (examples.jsonl), so nothing to bootstrap"
-    return [
+    sections = [
         Section("before_after", "Before and after fine-tuning",
                 "Each eval set's score before (few-shot base checkpoint) and after fine-tuning, per checkpoint "
                 f"x task, {ci}.", ba, "no before/after rows",
@@ -77,6 +77,10 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "in-domain sets); the method comparison's ECE/MCE bars summarise calibration",
                 figures.reliability_diagrams(bins, out),
                 "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
+    ]
+    if toy_table.empty:  # a language-model sweep: no section for the toy
+        return sections
+    return sections + [
         Section("gaussians", "The two-Gaussians toy", "Per MLP width x depth x replay rate, after fine-tuning: "
                 "mean prediction and squared error on X1 (target moved 0 -> -0.2), mean prediction and drift "
                 "(after - before) on X2 (target 1, never trained on), and with eval.ntk the NTK's predicted X2 "
