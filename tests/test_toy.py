@@ -116,6 +116,7 @@ def test_the_checkpoint_is_built_once_and_fits_both_gaussians():
     (["model=mlp", "task=two_gaussians", "method=lora"], "method=lora: the toy MLP allows ['base', 'sft']"),
     (["model=mlp", "task=two_gaussians", "+task.eval_sets.x3=probe"], "['x3'] are not sets of the two-Gaussians"),
     (["model=micro", "eval.ntk=true"], "eval.ntk=true: NTK predictions exist for the two-Gaussians toy only"),
+    (["model=mlp", "task=two_gaussians", "trainer=gpu"], "the toy MLP trains in one process on the CPU"),
 ])
 def test_the_toy_refuses_what_it_cannot_run(overrides, message):
     with pytest.raises(C.ConfigError) as err:
@@ -127,3 +128,12 @@ def test_method_base_measures_the_checkpoint_only(tmp_path):
     metrics = train(compose_config([*STUDY, "method=base"]), tmp_path)
     assert metrics["before/x2/pred"] == pytest.approx(1, abs=BAND) and "after/x2/pred" not in metrics
     assert metrics["run/run/train_steps"] == 0
+
+
+def test_in_loop_rows_follow_x2_along_training(tmp_path):
+    """eval.every_n_steps records the loss and both sets every N steps (stage=step_N), as for LMs."""
+    metrics = train(compose_config([*STUDY, "eval.every_n_steps=100"]), tmp_path)
+    assert {k for k in metrics if k.startswith("step_")} >= {f"step_{n}/{s}/{m}" for n in (100, 200)
+                                                              for s, m in (("train", "train_loss"), ("x2", "drift"))}
+    drift = [metrics[f"{stage}/x2/drift"] for stage in ("step_100", "step_200", "after")]  # -0.127, -0.131, -0.131
+    assert drift[0] < -0.1 and drift[1] < drift[0] and abs(drift[2] - drift[1]) < 0.01  # most of it early, then settled

@@ -469,8 +469,9 @@ class TrainConfig:
             out.append(f"task.eval_sets: {unknown_sets} are not sets of the two-Gaussians toy; allowed x1, x2")
         if toy_model and self.method.name not in TOY_METHODS:
             out.append(f"method={self.method.name}: the toy MLP allows {[str(m) for m in TOY_METHODS]}")
-        if toy_model and self.trainer.strategy != Strategy.auto:
-            out.append(f"trainer.strategy={self.trainer.strategy}: the toy MLP trains in one process (auto)")
+        if toy_model and (self.trainer.strategy != Strategy.auto or self.trainer.accelerator != "cpu"):
+            out.append(f"trainer.strategy={self.trainer.strategy}, trainer.accelerator={self.trainer.accelerator}: "
+                       f"the toy MLP trains in one process on the CPU (strategy auto, accelerator cpu)")
         if self.eval.ntk and not toy_model:
             out.append(f"eval.ntk=true: NTK predictions exist for the two-Gaussians toy only (model.source=toy), "
                        f"not model={self.model.name}")

@@ -174,7 +174,8 @@ def build(model: C.ModelConfig, root: Path) -> None:
                               scheduler=partial(get_linear_schedule_with_warmup, num_warmup_steps=p.warmup_steps,
                                                 num_training_steps=p.steps))
     trainer = L.Trainer(max_steps=p.steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[_SaveAt(model.checkpoints, root)])
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[_SaveAt(model.checkpoints, root)])
     trainer.fit(module, ToyData(mixture_rows(p.steps * p.batch_size, generator(p.seed, "pretrain")),
                                 p.batch_size, seed=p.seed))
     with torch.no_grad():

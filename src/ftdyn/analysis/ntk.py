@@ -103,7 +103,8 @@ def gram(j1: Tensor, j2: Tensor, scalar: bool) -> Tensor:
     return kernel[:, :, 0, 0] if scalar else kernel
 
 
-def kernel_product(model: nn.Module, x: Tensor, x_train: Tensor, cotangent: Tensor, params: ParamSelect = None) -> Tensor:
+def kernel_product(model: nn.Module, x: Tensor, x_train: Tensor, cotangent: Tensor,
+                   params: ParamSelect = None) -> Tensor:
     """K(x, x_train) @ cotangent without forming the kernel: one vector-Jacobian product on the
     training points, J(x_train)^T c (a direction in parameter space, the gradient when c is
     dL/df), then one Jacobian-vector product on x. Two passes whatever the sizes, where the
