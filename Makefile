@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: run test test-fast test-gpu env study study-name figures clean
+.PHONY: run test test-fast test-gpu bench env study study-name figures clean
 
 # Named studies are conf/experiment/<name>.yaml (docs/studies.md); `_`-files are shared bases.
 STUDIES := $(filter-out _%,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
@@ -52,6 +52,12 @@ test-fast: $(VENV)/.installed  ## what you run while working: no `slow`, no `gpu
 
 test-gpu: $(VENV)/.installed  ## the `gpu` tests; each skips itself without a CUDA device
 	$(PY) -m pytest -q -m gpu
+
+# ftdyn's training path against transformers.Trainer, evaluation batched against a per-example
+# loop, and a whole job with the fast path on and off: one JSON line each (docs/performance.md).
+# BENCH="--preset olmo1b-shape" on a GPU; the tiny default runs on the CPU in under a minute.
+bench: $(VENV)/.installed
+	$(PY) -m ftdyn.bench $(BENCH)
 
 env: $(VENV)/.installed
 

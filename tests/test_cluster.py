@@ -113,8 +113,8 @@ def test_a_single_ddp_run_has_its_second_rank_started_by_lightning(micro_ladder,
     keys = [(r["stage"], r["eval_set"], r["split_kind"], r["prompt"], r["metric"]) for r in rows]
     assert len(keys) == len(set(keys)), "a row was written twice"
     facts = _facts(rows)
-    # 32 rows over 2 ranks at batch 8: 2 steps per rank and stage (probe, then ft)
-    assert facts["world_size"] == 2 and facts["train_steps"] == 4
+    # 32 rows over 2 ranks at batch 8: 2 ft steps per rank (the probe, fitted on each rank alike, takes none)
+    assert facts["world_size"] == 2 and facts["train_steps"] == 2
 
 
 def test_multi_process_strategy_in_a_plain_multirun_is_refused_with_the_launchers_to_use(monkeypatch):
@@ -139,12 +139,13 @@ def test_ranks_started_in_the_wrong_number_are_refused_naming_the_keys(monkeypat
 
 @pytest.mark.slow
 def test_fsdp_inside_a_multirun_shards_over_two_ranks_and_matches_ddp(micro_ladder, tmp_path):
-    """FSDP2 over two CPU ranks (gloo) for lplora, which shards a head in its probe, then shards
-    the model again with LoRA adapters inside its blocks: every number, in-loop rows included,
-    is what DDP on the same two ranks gives. (Full fine-tuning under fsdp: test_methods, test_resume.)"""
+    """FSDP2 over two CPU ranks (gloo) for lplora, whose probe every rank fits alike, unsharded, and
+    which then shards the model with LoRA adapters inside its blocks and the probed head: every
+    number, in-loop rows included, is what DDP on the same two ranks gives. (Full fine-tuning
+    under fsdp: test_methods, test_resume.)"""
     sweep = tmp_path / "sweep"
     out = _sweep(["hydra/launcher=local_jobs", *SMALL, "task.train_size=64", "method.max_steps=4", "method.lr=5e-2",
-                  "method.probe_lr=1e-1", "trainer=ddp", "trainer.strategy=fsdp,ddp", "method=lplora",
+                  "trainer=ddp", "trainer.strategy=fsdp,ddp", "method=lplora",
                   "trainer.accelerator=cpu", "trainer.precision=32-true", "eval.every_n_steps=2",
                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -154,15 +155,15 @@ def test_fsdp_inside_a_multirun_shards_over_two_ranks_and_matches_ddp(micro_ladd
         assert (job / "done").exists() and _facts(rows)["world_size"] == 2
         log = (job / "train.log").read_text()
         assert log.count("FSDP2: 2 transformer blocks, the head and the rest sharded over 2 ranks") == (
-            4 if strategy == "fsdp" else 0)  # probe, then lora sharded afresh, logged by both ranks
+            2 if strategy == "fsdp" else 0)  # lora, logged by both ranks
         results[strategy] = {(r["stage"], r["eval_set"], r["split_kind"], r["metric"]): r["value"]
                              for r in rows if r["metric"] != "wall_s"}
     fsdp, ddp = results["fsdp"], results["ddp"]
     assert fsdp.keys() == ddp.keys()
     assert fsdp == pytest.approx(ddp, abs=1e-5)
-    assert fsdp["run", "run", None, "train_steps"] == 8  # 4 probe + 4 lora steps
+    assert fsdp["run", "run", None, "train_steps"] == 4  # 4 lora steps (the probe takes none)
     assert fsdp["after", "tinyworld_heldout", "pretrain", "forget_kl"] > 0.01  # it trained
-    assert ("step_8", "tinyworld_heldout", "pretrain", "forget_kl") in fsdp  # in-loop rows, every rank gathering
+    assert ("step_4", "tinyworld_heldout", "pretrain", "forget_kl") in fsdp  # in-loop rows, every rank gathering
 
 
 def test_a_launcher_that_started_one_process_for_a_two_rank_job_is_named(monkeypatch):

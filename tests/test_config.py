@@ -92,9 +92,9 @@ def test_bad_value_fails_with_the_key_and_what_is_allowed(override, message):
 
 
 @pytest.mark.parametrize(("override", "allowed"), [
-    ("method.name=dpo", "[base, sft, lora, lp, lpft, lplora]"),
+    ("method.name=dpo", "[base, sft, lora, lp, ft, lpft, lorahead, lplora]"),
     ("prompt.train=chat", "[default, io, instruct]"),
-    ("eval.label_scoring=last", "[first_token, first_token_space, constrained]"),
+    ("eval.label_scoring=last", "[first_token, first_token_space, next_word, constrained]"),
     ("trainer.keep=some", "[none, last, all]"),
     ("task.kind=ranking", "[classification, generation, multiple_choice, regression]"),
 ])

@@ -145,3 +145,25 @@ def test_a_text_split_with_nothing_to_replay_is_refused_by_name(micro_ladder, tm
 
     with pytest.raises(ValueError, match="text dataset local/text:train: no non-empty document in field 'text'"):
         text_stream(_text_config(tmp_path, ["", "  "]), "train", _tokenizer(micro_ladder), seq_len=16)
+
+
+def test_a_hub_models_heldout_split_may_not_be_the_one_replay_trains_on():
+    from ftdyn import config as C
+    from ftdyn.train import compose_config
+
+    assert C.to_typed(compose_config(["model=pythia160m"])).model.text.heldout_split == "test"  # named, held out
+    with pytest.raises(C.ConfigError, match="model.text.heldout_split and model.text.replay_split are both 'train'"):
+        C.to_typed(compose_config(["model=pythia160m", "model.text.heldout_split=train"]))
+
+
+def test_heldout_rows_are_the_heldout_documents_packed(micro_ladder, micro_model_cfg):
+    from itertools import islice
+
+    from ftdyn.data import heldout_rows
+    from ftdyn.world.corpus import heldout_documents
+    from ftdyn.world.entities import make_world
+
+    tok, pretrain = _tokenizer(micro_ladder), micro_model_cfg.pretrain
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    docs = list(islice(heldout_documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs))
+    assert heldout_rows(pretrain, tok) == encode_text_rows(tok, docs, pretrain.seq_len)

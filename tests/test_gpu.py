@@ -35,7 +35,7 @@ def test_a_gpu_job_evaluates_before_and_after_on_the_gpu(micro_ladder, tmp_path,
                                   "eval.every_n_steps=10"]), tmp_path)
     head = "cuda" if method == "lpft" else None
     assert devices == [("before", "cuda", None), ("after", "cuda", head)]
-    assert facts["run/run/train_steps"] == 20 * (2 if method == "lpft" else 1)
+    assert facts["run/run/train_steps"] == 20  # lpft's probe takes no optimiser steps
     assert 0 <= facts["after/test/acc"] <= 1 and facts["after/tinyworld_heldout/forget_kl"] > 0
     assert "step_10/tinyworld_heldout/forget_kl" in facts  # in-loop rows: the base beside the model
 

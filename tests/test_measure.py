@@ -78,6 +78,30 @@ def test_head_methods_score_cross_tasks_with_the_language_model(micro_ladder, tm
     assert metrics["after/syn_para/test/acc"] == metrics["before/syn_para/test/acc"]
 
 
+def test_after_rows_carry_the_same_four_shots_as_before_by_default(cross_job):
+    """fewshot.k_after defaults to fewshot.k (4): before and after are scored alike."""
+    _, _, rows, _ = cross_job
+    shots = {}
+    for r in rows:
+        shots.setdefault((r["stage"], r["split_kind"]), set()).add(r["shots"])
+    for stage in ("before", "after"):
+        assert shots[stage, "in_domain"] == shots[stage, "out_of_domain"] == {4}  # own and cross-task sets
+        assert shots[stage, "probe"] == {0}  # a cloze without demonstrations
+        assert shots[stage, "pretrain"] == {None}  # held-out text: no prompt
+    assert shots["run", None] == {None}
+
+
+def test_zero_shot_after_is_one_override_and_next_word_scoring_runs_a_job(micro_ladder, tmp_path):
+    train(compose_config(MICRO + ["task.eval_size=12", "method.max_steps=2", "fewshot.k_after=0",
+                                  "eval.label_scoring=next_word", "eval.probe=false", "eval.pretrain_loss=false"]),
+          tmp_path)
+    rows = _lines(tmp_path / "results.jsonl")
+    assert {r["shots"] for r in rows if r["stage"] == "before"} == {4}
+    assert {r["shots"] for r in rows if r["stage"] == "after"} == {0}
+    after = {r["metric"]: r["value"] for r in rows if r["stage"] == "after" and r["eval_set"] == "test"}
+    assert 0.0 <= after["acc"] <= 1.0 and {"ece", "ece_ts", "acc_vs_base"} <= set(after)
+
+
 def test_unknown_cross_task_is_a_config_error_listing_the_options():
     with pytest.raises(C.ConfigError) as err:
         C.to_typed(compose_config(MICRO + ["eval.cross_tasks=[syn_para,mnlii]"]))
@@ -89,7 +113,7 @@ def test_unknown_cross_task_is_a_config_error_listing_the_options():
 def test_unknown_label_scoring_is_a_config_error():
     with pytest.raises(ConfigCompositionException) as err:
         compose_config(MICRO + ["eval.label_scoring=logits"])
-    assert "expected one of [first_token, first_token_space, constrained]" in str(err.value.__cause__)
+    assert "expected one of [first_token, first_token_space, next_word, constrained]" in str(err.value.__cause__)
 
 
 def test_another_task_option_loads_onto_the_typed_schema():
@@ -157,3 +181,14 @@ def test_cross_task_without_in_domain_sets_is_refused_and_an_instruction_set_mea
     with pytest.raises(C.ConfigError, match=r"eval.cross_tasks: task 'syn_probe' has no in_domain"):
         load_cross_task("syn_probe", make_world(0))
     assert load_cross_task("syn_instruct", make_world(0)).cfg.name == "syn_mc"
+
+
+def test_also_zero_shot_scores_every_prompted_set_in_both_protocols(micro_ladder, tmp_path):
+    train(compose_config(MICRO + ["task.eval_size=12", "method.max_steps=2", "fewshot.also_zero_shot=true",
+                                  "eval.probe=false", "eval.pretrain_loss=false"]), tmp_path)
+    rows = [r for r in _lines(tmp_path / "results.jsonl") if r["metric"] == "acc"]
+    for stage in ("before", "after"):
+        by_shots = {s: {r["eval_set"] for r in rows if r["stage"] == stage and r["shots"] == s} for s in (4, 0)}
+        assert by_shots[4] == by_shots[0] and "test" in by_shots[0]  # every set, once per protocol
+    zero = {r["eval_set"]: r["value"] for r in rows if r["stage"] == "before" and r["shots"] == 0}
+    assert all(0.0 <= v <= 1.0 for v in zero.values())

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from rouge_score import rouge_scorer
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from ftdyn.evaluate import rouge_l
@@ -109,6 +110,26 @@ def test_rouge_l_by_hand():
     assert rouge_l(["the cat sat"], ["the cat sat down"]) == [pytest.approx(6 / 7)]
     assert rouge_l(["dog"], ["the cat"]) == [0.0]
     assert math.isclose(rouge_l(["a b"], ["a b"])[0], 1.0)
+
+
+ROUGE_CASES = [
+    # (prediction as generated, reference, Rouge-L F by hand without stemming)
+    ("the cat sat", "the cat sat down", 6 / 7),  # LCS 3: P 3/3, R 3/4
+    # unstemmed, LCS the, was: P 2/4, R 2/4, F 0.5; stemming would match cats/cat and running/run too: F 1
+    ("The cats was running.", "the cat was run", 0.5),
+    # the whole continuation, second line included: LCS 3, P 3/6, R 3/3, F 2/3 (cut at the newline it would be 1)
+    ("the cat sat\nthe dog ran", "the cat sat", 2 / 3),
+]
+
+
+def test_rouge_l_is_rouge_score_without_stemming_on_the_text_as_generated():
+    unstemmed = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    stemmed = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    got = rouge_l([p for p, _, _ in ROUGE_CASES], [r for _, r, _ in ROUGE_CASES])
+    for value, (prediction, reference, by_hand) in zip(got, ROUGE_CASES):
+        assert value == pytest.approx(by_hand)
+        assert value == unstemmed.score(reference, prediction)["rougeL"].fmeasure
+    assert stemmed.score(ROUGE_CASES[1][1], ROUGE_CASES[1][0])["rougeL"].fmeasure == pytest.approx(1.0)
 
 
 def test_temperature_of_an_uninformative_model_stays_finite_and_bounded():

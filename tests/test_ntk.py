@@ -84,13 +84,13 @@ def test_ntk_predicts_a_small_step_to_first_order():
 
 
 def test_per_example_and_batched_jacobians_agree():
-    """vmap over single inputs (linear cost) and jacrev of the batched forward (for models that
-    cannot be vmapped) are the same Jacobian."""
+    """jacrev of the batched forward (the default: any model) and vmap over single inputs (linear
+    cost, for models that can be vmapped) are the same Jacobian."""
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
     x = torch.randn(4, 3, dtype=torch.float64)
-    assert torch.allclose(jacobian(net, x), jacobian(net, x, per_example=False), atol=1e-14)
-    assert torch.allclose(empirical_ntk(net, x, x[:2]), empirical_ntk(net, x, x[:2], per_example=False), atol=1e-12)
+    assert torch.allclose(jacobian(net, x), jacobian(net, x, per_example=True), atol=1e-14)
+    assert torch.allclose(empirical_ntk(net, x, x[:2]), empirical_ntk(net, x, x[:2], per_example=True), atol=1e-12)
 
 
 def test_kernel_product_is_the_kernel_times_the_vector():

@@ -300,9 +300,9 @@ def test_the_dry_run_counts_a_rate_near_one_without_listing_its_epoch():
     from ftdyn.train import compose_config
 
     def steps(*overrides: str) -> int:
-        base = ["model=micro", "task.train_size=40", "method.batch_size=8", "method.epochs=2", "method.probe_epochs=1"]
+        base = ["model=micro", "task.train_size=40", "method.batch_size=8", "method.epochs=2"]
         return planned_steps(C.to_typed(compose_config([*base, *overrides])))
 
     assert steps("replay.rate=0.99999") == 2 * 493_750
-    assert steps("replay.rate=0.99999", "method=lpft") == 5 + 2 * 493_750  # the probe stage has no replay
+    assert steps("replay.rate=0.99999", "method=lpft") == 2 * 493_750  # the probe stage takes no optimiser steps
     assert steps("replay.rate=0.99999", "method.max_steps=5") == 5

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import PYTHON
 from ftdyn import results
-from ftdyn.report import build_report, fits, tables
+from ftdyn.report import build_report, findings, fits, tables
 
 KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
 PLANTED = {"s": 0.5, "a": 30.0, "b": 8.0, "alpha": -0.2, "beta": -0.5}  # train_loss(P, N) of the LoRA jobs
@@ -145,13 +145,26 @@ def test_mrc_equals_a_hand_computation(report):
 def test_forgetting_law_and_power_law_recover_planted_rows(report):
     law = read(report[0], "forgetting_law").set_index("task").loc["syn_nli"]
     assert (law["c"], law["s"], law["r2"]) == pytest.approx((1.5, 3.5, 1.0))
-    laws = read(report[0], "power_laws").set_index("metric")
+    laws = read(report[0], "power_laws")
+    assert set(laws["law"]) == {"additive", "product"}  # the paper's form and ftdyn's own, both labelled
+    assert laws["form"].str.contains("Kalajdzievski").sum() == 2 and laws["form"].str.contains("ftdyn").sum() == 2
+    laws = laws[laws["law"] == "product"].set_index("metric")
     for name, value in PLANTED.items():
         assert laws.loc["train_loss", name] == pytest.approx(value, rel=0.01), name
     assert laws.loc["train_loss", "ranks"] == 4
     ceiling = {"s": 3.5 - 1.5 * PLANTED["s"], "a": -1.5 * PLANTED["a"]}  # forget_ce rises towards 2.75
     for name, value in {**PLANTED, **ceiling}.items():
         assert laws.loc["forget_ce", name] == pytest.approx(value, rel=0.01), name
+
+
+def test_law_fits_leave_out_each_runs_first_steps(report):
+    """The planted runs last 100 steps: round(50 / 260 * 100) = 19 are left out, so fits start at step 20
+    (every rank's points pooled: 4 ranks x 9 steps); --skip-steps 0 keeps all 10 steps."""
+    assert read(report[0], "forgetting_law").set_index("task").loc["syn_nli", "n"] == 4 * 9
+    points = tables.in_loop(report[1][report[1]["status"] == "finished"])
+    assert len(tables.law_points(points, 0)) == len(points) == 4 * 10
+    assert tables.law_points(points)["step"].min() == 20
+    assert tables.law_points(points, 50)["step"].min() == 60
 
 
 def test_before_after_intervals_bracket_the_mean(report):
@@ -271,3 +284,98 @@ def test_the_headline_keeps_the_design_a_sweep_varies(report):
     lora = headline[headline["method"] == "lora"].set_index("lora_rank")
     assert sorted(lora.index) == [2, 4, 8, 16]
     assert lora.loc[8, ["in-domain before", "in-domain after"]].tolist() == pytest.approx([0.4, 0.7])
+
+
+def shot_row(eval_set, split_kind, stage, metric, value, prompt="default", shots=4):
+    return {**row(eval_set, split_kind, stage, metric, value, prompt), "shots": shots}
+
+
+def format_sweep(root: Path) -> Path:
+    """syn_nli and syn_summ jobs at checkpoints 10 and 40, each scored on the other's test set in
+    the default and io formats, 4-shot before and after; syn_nli at 40 has a zero base on
+    syn_summ/test in io."""
+    sweep = root / "formats"
+    scores = {  # (task, ckpt, prompt) -> (other task's set, metric, before, after)
+        ("syn_nli", 10, "default"): ("syn_summ/test", "rougeL", 0.40, 0.10),
+        ("syn_nli", 40, "default"): ("syn_summ/test", "rougeL", 0.50, 0.40),
+        ("syn_nli", 10, "io"): ("syn_summ/test", "rougeL", 0.20, 0.30),
+        ("syn_nli", 40, "io"): ("syn_summ/test", "rougeL", 0.0, 0.10),
+        ("syn_summ", 10, "default"): ("syn_nli/test", "acc", 0.40, 0.50),
+        ("syn_summ", 40, "default"): ("syn_nli/test", "acc", 0.50, 0.45),
+        ("syn_summ", 10, "io"): ("syn_nli/test", "acc", 0.30, 0.30),
+        ("syn_summ", 40, "io"): ("syn_nli/test", "acc", 0.60, 0.30),
+    }
+    for i, (task, ckpt) in enumerate(itertools.product(["syn_nli", "syn_summ"], [10, 40])):
+        rows = []
+        for prompt in ("default", "io"):
+            eval_set, metric, before, after = scores[task, ckpt, prompt]
+            rows += [shot_row(eval_set, "out_of_domain", "before", metric, before, prompt),
+                     shot_row(eval_set, "out_of_domain", "after", metric, after, prompt)]
+        write_job(sweep, str(i), facts(f"f{i}", task, ckpt), rows)
+    return sweep
+
+
+def test_mrc_per_format_with_an_undefined_entry_for_a_zero_base(tmp_path):
+    out = tmp_path / "report"
+    build_report([format_sweep(tmp_path)], out)
+    mrc = read(out, "mrc").set_index(["ckpt_step", "task", "prompt"])
+    assert mrc.loc[(10, "syn_nli", "default"), "mrc"] == pytest.approx(-0.75)  # (0.1 - 0.4) / 0.4
+    assert mrc.loc[(10, "syn_nli", "io"), "mrc"] == pytest.approx(0.5)  # (0.3 - 0.2) / 0.2
+    assert mrc.loc[(40, "syn_summ", "io"), "mrc"] == pytest.approx(-0.5)
+    assert (mrc["shots"] == 4).all()
+    zero = mrc.loc[(40, "syn_nli", "io")]
+    assert np.isnan(zero["mrc"]) and zero["undefined"] == "syn_summ/test: base score 0: relative change undefined"
+    assert mrc["undefined"].notna().sum() == 1
+
+    default = read(out, "mrc_directions").set_index("direction")  # the default format only
+    c2g = default.loc["classification -> generation"]
+    assert c2g["mean_change"] == pytest.approx((-0.75 - 0.2) / 2) and c2g["n"] == 2
+    assert (c2g["ckpt_10"], c2g["ckpt_40"]) == pytest.approx((-0.75, -0.2))
+    assert default.loc["generation -> classification", "mean_change"] == pytest.approx((0.25 - 0.1) / 2)
+    assert default["undefined"].isna().all()
+
+    io = read(out, "mrc_directions_io").set_index("direction")  # its own table
+    assert np.isnan(io.loc["classification -> generation", "mean_change"])  # one entry undefined: so is the mean
+    assert io.loc["classification -> generation", "ckpt_10"] == pytest.approx(0.5)
+    assert np.isnan(io.loc["classification -> generation", "ckpt_40"])
+    assert io.loc["classification -> generation", "undefined"] == \
+        "syn_nli at ckpt 40 on syn_summ/test: base score 0: relative change undefined"
+    assert io.loc["generation -> classification", "mean_change"] == pytest.approx((0.0 - 0.5) / 2)
+    html = (out / "index.html").read_text()
+    assert html.count("base score 0: relative change undefined") >= 2  # in MRC and in the io directions
+
+
+def test_rows_of_different_shots_are_never_compared(tmp_path):
+    """Before 4-shot, after 0-shot (fewshot.k_after=0): no gain, no MRC, no before/after pair."""
+    sweep = tmp_path / "sweep"
+    rows = [shot_row("test", "in_domain", "before", "acc", 0.4),
+            shot_row("test", "in_domain", "after", "acc", 0.8, shots=0),
+            shot_row("syn_summ/test", "out_of_domain", "before", "rougeL", 0.3),
+            shot_row("syn_summ/test", "out_of_domain", "after", "rougeL", 0.0, shots=0),
+            shot_row("world_facts", "probe", "before", "acc", 0.2, prompt=None, shots=0),
+            shot_row("world_facts", "probe", "after", "acc", 0.1, prompt=None, shots=0)]
+    write_job(sweep, "0", facts("s0"), rows)
+    out = tmp_path / "report"
+    table, _ = build_report([sweep], out)
+    ba = read(out, "before_after")
+    test = ba[ba["eval_set"] == "test"].set_index("shots")
+    assert test.loc[4, "before"] == 0.4 and np.isnan(test.loc[4, "after"])
+    assert test.loc[0, "after"] == 0.8 and np.isnan(test.loc[0, "before"])
+    mrc = read(out, "mrc").iloc[0]
+    assert np.isnan(mrc["mrc"]) and mrc["undefined"] == "syn_summ/test: before 4-shot, after 0-shot: not comparable"
+    assert np.isnan(tables.run_summary(table)["in_domain_gain"].iloc[0])
+    headline = tables.headline(table).set_index("shots")
+    assert headline.loc[4, "in-domain before"] == 0.4 and np.isnan(headline.loc[4, "in-domain after"])
+    assert headline.loc[0, "in-domain after"] == 0.8 and np.isnan(headline.loc[0, "in-domain before"])
+    assert (headline["probe before"] == 0.2).all() and (headline["probe after"] == 0.1).all()  # no demonstrations
+
+
+def test_findings_come_first_and_say_when_intervals_are_missing(report):
+    out = report[0]
+    found = read(out, "findings").set_index("finding")
+    assert list(found.index) == [f.key for f in findings.FINDINGS]
+    assert (found["seeds"] <= 1).all() and (found["verdict"] == "inconclusive").all()  # one seed: no interval
+    assert found.loc["b_cls_to_gen", "value"] == pytest.approx((-0.75 - 0.5) / 2)  # the mrc_directions number
+    html = (out / "index.html").read_text()
+    assert html.index('<h2 id="findings">') < html.index('<h2 id="jobs">')
+    assert "intervals are missing" in html

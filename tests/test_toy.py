@@ -21,7 +21,7 @@ from ftdyn.train import compose_config, train
 
 STUDY = ["model=mlp", "task=two_gaussians", "optim=sgd", "method.lr=0.05", "trainer.threads=1"]
 RATES = (0.0, 0.01, 0.02, 0.05, 0.1)
-TRACED = (0.0, 0.05)  #: jobs that also trace the NTK (eval.ntk=true: same training, ~2 s more)
+TRACED = (0.0, 0.05)  #: jobs that also trace the NTK (eval.diagnostics=[ntk_change]: same training, ~2 s more)
 SHIFT = abs(toy.FINETUNE_TARGETS["x1"] - toy.PRETRAIN_TARGETS["x1"])  #: 0.2, what fine-tuning asks of X1
 BAND = SHIFT / 10  #: 0.02: "stays near 1" is within a tenth of the shift the fine-tuning imposes
 
@@ -31,7 +31,7 @@ def sweep(tmp_path_factory) -> Path:
     """One job per replay rate, as the study runs them; their directories under one sweep dir."""
     root = tmp_path_factory.mktemp("gaussians")
     for i, rate in enumerate(RATES):
-        ntk = [f"eval.ntk={rate in TRACED}"]
+        ntk = ["eval.diagnostics=[ntk_change]"] if rate in TRACED else []
         train(compose_config([*STUDY, f"replay.rate={rate}", *ntk]), root / str(i))
     return root
 
@@ -115,7 +115,8 @@ def test_the_checkpoint_is_built_once_and_fits_both_gaussians():
     (["task=two_gaussians"], "needs model.source=toy and task.source=gaussians together"),
     (["model=mlp", "task=two_gaussians", "method=lora"], "method=lora: the toy MLP allows ['base', 'sft']"),
     (["model=mlp", "task=two_gaussians", "+task.eval_sets.x3=probe"], "['x3'] are not sets of the two-Gaussians"),
-    (["model=micro", "eval.ntk=true"], "eval.ntk=true: NTK predictions exist for the two-Gaussians toy only"),
+    (["model=micro", "eval.diagnostics=[ntk_change]"], "ntk_change: it traces the two-Gaussians toy only"),
+    (["model=mlp", "task=two_gaussians", "eval.diagnostics=[features]"], "['features']: the toy MLP has no head"),
     (["model=mlp", "task=two_gaussians", "trainer=gpu"], "the toy MLP trains in one process on the CPU"),
 ])
 def test_the_toy_refuses_what_it_cannot_run(overrides, message):

@@ -15,8 +15,11 @@ from ftdyn.train import compose_config, train
 
 CONTRACT = ["run_key", "model", "ckpt_step", "task", "method", "lora_rank", "replay_rate", "prompt", "seed",
             "eval_set", "split_kind", "stage", "metric", "value"]
-# Enough SFT for the micro model to learn syn_para: 3 epochs x 600 / 8 = 225 steps.
-LEARNS = ["task=syn_para", "task.train_size=600", "method.batch_size=8", "method.epochs=3", "method.lr=3e-3"]
+# Enough SFT for the micro model to learn syn_para: 3 epochs x 600 / 8 = 225 steps. Scored zero-shot
+# after, as it was trained: 4-shot (the default fewshot.k_after) the micro model reads 0.5, at chance
+# (0.617 zero-shot, measured): it does not carry what it learned into prompts led by demonstrations.
+LEARNS = ["task=syn_para", "task.train_size=600", "method.batch_size=8", "method.epochs=3", "method.lr=3e-3",
+          "fewshot.k_after=0"]
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +99,11 @@ def test_head_methods_record_rank_and_classifier_norms(micro_ladder, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {r["lora_rank"] for r in rows} == {4}
     facts = {r["metric"] for r in rows if r["stage"] == "run"}
-    assert {"classifier_norm_probe", "classifier_norm_lora", "replay_fraction"} <= facts
-    for stage in ("probe", "lora"):  # 2-step stages still log their loss (trainer.log_every_n_steps is 10)
-        curve = (tmp_path / stage / "metrics.csv").read_text().splitlines()
-        assert "train/loss" in curve[0] and len(curve) >= 2
+    assert {"classifier_norm_probe", "classifier_norm_lora", "replay_fraction", "probe_iterations", "probe_loss",
+            "probe_train_acc", "probe_converged"} <= facts
+    # a 2-step stage still logs its loss (trainer.log_every_n_steps is 10); the probe is no training loop
+    curve = (tmp_path / "lora" / "metrics.csv").read_text().splitlines()
+    assert "train/loss" in curve[0] and len(curve) >= 2
 
 
 def test_classification_rows_carry_calibration_agreement_and_forgetting(job):
@@ -144,13 +148,15 @@ def test_in_loop_rows_appear_at_the_requested_interval(micro_ladder, tmp_path):
     metrics = train(compose_config(MICRO + ["method=lpft", "task.train_size=64", "method.batch_size=8",
                                             "eval.every_n_steps=4"]), tmp_path)
     steps = sorted({int(k.split("/")[0][5:]) for k in metrics if k.startswith("step_")})
-    assert steps == [4, 8, 12, 16]  # 8 probe steps, then 8 ft steps, counted on
+    assert steps == [4, 8]  # the probe is fitted outside the Trainer (no steps); then 8 ft steps
     for step in steps:
         for metric in ("train/train_loss", "tinyworld_heldout/forget_ce", "tinyworld_heldout/forget_kl",
-                       "tinyworld_heldout/pretrain_loss"):
+                       "tinyworld_heldout/pretrain_loss", "world_facts/acc", "world_facts/acc_vs_base"):
             assert f"step_{step}/{metric}" in metrics
-    assert metrics["step_8/tinyworld_heldout/forget_kl"] == 0.0  # the probe stage leaves the LM untouched
-    assert metrics["step_16/tinyworld_heldout/forget_kl"] > 0.0
+    assert metrics["step_8/tinyworld_heldout/forget_kl"] > 0.0
+    # the world-facts probe along training (Kalajdzievski Fig. 4): acc, and agreement with the base's answers
+    assert 0.0 <= metrics["step_4/world_facts/acc_vs_base"] <= 1.0
+    assert metrics["after/world_facts/acc"] == pytest.approx(metrics["step_8/world_facts/acc"])  # same weights
 
 
 def test_generation_task_writes_rouge_rows_that_sft_raises(micro_ladder, tmp_path):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import re
+from itertools import islice
 
 import pytest
 
-from ftdyn.world.corpus import corpus
+from ftdyn.world.corpus import corpus, documents, heldout_documents
 from ftdyn.world.entities import PEOPLE, UNSEEN_PEOPLE, VALUES, make_world
 from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS, SPLITS, example_key, generate, probe_items
 from ftdyn.world.templates import FACT, TASK_HELD_OUT, TASK_TRAIN
@@ -151,3 +153,67 @@ def test_instructions_never_state_false_facts_about_the_worlds_people():
                     if other != value:
                         assert f"{person} lives in {other}." not in e["response"]
                         assert f"{person} is a {other} " not in e["response"] + " "
+
+
+# -- held-out pre-training text: never in the training stream ------------------------------------
+
+def _sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.?]) ", text)
+
+
+def _training_documents_bound(pretrain) -> list[str]:
+    """Every document the ladder's training steps can consume, and a few more: the build trains on
+    the first steps x batch_size rows of seq_len tokens, packed from the corpus with an EOS after
+    each document. A byte-level BPE token never spans a space, so a document takes at least
+    (its words + 1) tokens; reading documents until that count covers every trained token reads
+    past the last one trained on (tiny: 2,457,600 tokens, ~110k documents by this bound, ~91k
+    by the tokenizer)."""
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    budget, docs = pretrain.steps * pretrain.batch_size * pretrain.seq_len, []
+    for doc in documents(world, pretrain.corpus_seed):
+        docs.append(doc)
+        budget -= len(doc.split()) + 1
+        if budget < 0:
+            return docs
+
+
+def test_no_heldout_document_is_in_the_tiny_ladders_training_stream():
+    from ftdyn import config as C
+    from ftdyn.train import compose_config
+
+    pretrain = C.to_typed(compose_config(["model=tiny"])).model.pretrain
+    training = _training_documents_bound(pretrain)
+    assert len(training) > 100_000
+    seen_docs = set(training)
+    world = make_world(pretrain.world_seed, pretrain.n_people)
+    heldout = list(islice(heldout_documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs))
+    assert len(set(heldout)) > 0.9 * len(heldout)
+    assert not seen_docs & set(heldout)
+    # in the training distribution: nearly every held-out sentence is one the training stream writes
+    # (the rest are events of the same templates whose people and objects it never drew together)
+    seen_sentences = {s for doc in training for s in _sentences(doc)}
+    sentences = [s for doc in heldout for s in _sentences(doc)]
+    assert sum(s in seen_sentences for s in sentences) > 0.9 * len(sentences)
+    # the scan has teeth: the old held-out text (the training generator, another seed) is mostly training text
+    old = list(islice(documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs))
+    assert sum(doc in seen_docs for doc in old) > 0.5 * len(old)
+
+
+def test_the_training_stream_is_the_one_the_cached_ladders_were_built_on():
+    """Held-out text has its own generator; the training documents must not move (a change would
+    rebuild every ladder and change every number). Pinned: a hash of the first 20,000 documents."""
+    docs = corpus(make_world(0, 20), 1, 20_000)
+    digest = hashlib.sha256("\0".join(docs).encode()).hexdigest()
+    assert digest == "abefda39a2e38fb719b6a573d7e461d99025067d8dc0d3c52feee7e15bd38096"
+
+
+def test_heldout_text_has_every_kind_of_document_and_only_true_facts():
+    world = make_world(0)
+    heldout = list(islice(heldout_documents(world, 5), 2000))
+    text = " ".join(heldout)
+    for frame in ("In a story,", "In other words,", "One day,", "Every "):
+        assert frame in text
+    city = world.facts["Alice"]["city"]
+    assert f"Alice lives in {city}." in text
+    assert not any(f"Alice lives in {other}." in text for other in VALUES["city"] if other != city)
+    assert all(doc.count("Is it true that") in (0, 2) for doc in heldout)  # quizzes come in pairs

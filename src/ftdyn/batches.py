@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ftdyn.data import IGNORE
+from ftdyn.packing import collate_packed
 
 def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad rows to the longest; padding is masked and unlabelled.
@@ -204,6 +205,31 @@ class ShuffledBatches(ResumableBatches):
         return [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
 
 
+class LengthBucketedBatches(ShuffledBatches):
+    """Shuffled batches of rows of similar length, so a padded batch holds little padding.
+
+    Each pass draws `ShuffledBatches`' permutation, sorts each window of `window` batches' rows
+    by length (longest first), cuts the window into batches and shuffles the order of all the
+    pass's batches (transformers' `group_by_length` does the same with windows of 50 batches).
+    Batches hold other examples together than plain shuffling would, so this changes what a
+    step trains on: it is a setting of the run (`trainer.bucket_by_length`), not of its speed.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, skip: int = 0, rank: int = 0,
+                 world_size: int = 1, window: int = 50):
+        super().__init__(len(lengths), batch_size, seed, skip, rank, world_size)
+        self.lengths, self.window = list(lengths), window
+
+    def _epoch(self, number: int) -> list[list[int]]:
+        order = [i for batch in super()._epoch(number) for i in batch]
+        span = self.window * self.batch_size
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+
+
 class _ReplayEpoch(Sequence[list[int]]):
     """The batches of one replay pass, each built when asked for: batch i takes the next task rows
     of the pass's permutation and the next replay positions, both counted in O(1) by the plan."""
@@ -321,7 +347,8 @@ class TrainDataModule(L.LightningDataModule):
     """
 
     def __init__(self, rows: list[dict], batch_size: int, pad_id: int, seed: int = 0, *,
-                 replay_rows: Iterable[dict] | None = None, replay_rate: float = 0.0):
+                 replay_rows: Iterable[dict] | None = None, replay_rate: float = 0.0,
+                 packing: bool = False, pack_width: int = 0, bucket_by_length: bool = False):
         """Keep the rows; replay is on when `replay_rate` > 0, and then needs `replay_rows`.
 
         Args:
@@ -333,6 +360,10 @@ class TrainDataModule(L.LightningDataModule):
                 start: a list, or a stream such as `pretrain_stream`; read in order and cycled.
                 Used when `replay_rate` > 0, ignored otherwise.
             replay_rate: Fraction rho of every batch drawn from `replay_rows`, in [0, 1).
+            packing: Pack each batch's rows into rows of `pack_width` tokens with per-example
+                attention (`ftdyn.packing`) instead of padding them: the same loss, no padding.
+            pack_width: Tokens per packed row (0: each batch's longest row).
+            bucket_by_length: Batch rows of similar length (`LengthBucketedBatches`); not with replay.
         """
         super().__init__()
         if not rows:
@@ -344,11 +375,18 @@ class TrainDataModule(L.LightningDataModule):
         self.rows, self.batch_size, self.pad_id, self.seed = rows, batch_size, pad_id, seed
         self.replay_rate = replay_rate
         self.replay_rows = replay_rows if replay_rate > 0 else None
+        if bucket_by_length and self.replay_rows is not None:
+            raise ValueError("trainer.bucket_by_length=true does not combine with replay (replay.rate > 0): "
+                             "replay batches follow the replay plan")
+        self.packing, self.pack_width, self.bucket_by_length = packing, pack_width, bucket_by_length
 
     def _batch_sampler(self, skip: int = 0, rank: int = 0, world_size: int = 1) -> ResumableBatches:
         if self.replay_rows is not None:
             return ReplayBatchSampler(len(self.rows), self.batch_size, self.replay_rate,
                                       seed=self.seed, skip=skip, rank=rank, world_size=world_size)
+        if self.bucket_by_length:
+            return LengthBucketedBatches([len(r["input_ids"]) for r in self.rows], self.batch_size, seed=self.seed,
+                                         skip=skip, rank=rank, world_size=world_size)
         return ShuffledBatches(len(self.rows), self.batch_size, seed=self.seed, skip=skip, rank=rank,
                                world_size=world_size)
 
@@ -374,6 +412,8 @@ class TrainDataModule(L.LightningDataModule):
         return StepResumedLoader(_TaskAndReplayRows(self.rows, replay), batch_sampler=self._batch_sampler(done, *ranks),
                                  generator=torch.Generator(), collate_fn=self.collate)
 
-    def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
-        """One batch from its rows: padded token rows here; the toy's numbers in `ftdyn.toy`."""
+    def collate(self, rows: Sequence[dict]) -> dict:
+        """One training batch: packed (`ftdyn.packing.collate_packed`) or padded (`collate`)."""
+        if self.packing:
+            return collate_packed(rows, self.pad_id, self.pack_width)
         return collate(rows, self.pad_id)

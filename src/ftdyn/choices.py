@@ -12,7 +12,9 @@ class Method(enum.StrEnum):
     sft = "sft"
     lora = "lora"
     lp = "lp"
+    ft = "ft"  #: full fine-tuning with a fresh linear head (the FT of Kumar et al., Tomihari & Sato)
     lpft = "lpft"
+    lorahead = "lorahead"  #: LoRA with a fresh linear head (the LoRA of Tomihari & Sato)
     lplora = "lplora"
 
 
@@ -21,7 +23,7 @@ class Trains(enum.StrEnum):
 
     all = "all"  #: every weight of the model (and the head, if any)
     lora = "lora"  #: LoRA adapters (peft) and the head, if any
-    head = "head"  #: the classification head alone, on the frozen model's features
+    head = "head"  #: the classification head alone: a converged L2 logistic regression on frozen features
 
 
 @dataclass(frozen=True)
@@ -36,22 +38,40 @@ class MethodSpec:
     def lora(self) -> bool:
         return any(trains == Trains.lora for _, trains in self.stages)
 
+    @property
+    def probe(self) -> bool:
+        """Whether a stage fits the head alone first (its fields: `PROBE_FIELDS`)."""
+        return any(trains == Trains.head for _, trains in self.stages)
+
 
 PROBE = ("probe", Trains.head)  #: lp, lpft, lplora: first fit a linear head on the frozen features
 
-#: The method table: a new method is one row here (and a `conf/method/<name>.yaml`).
+#: The method table: a new method is one row here (and a `conf/method/<name>.yaml`). `head=True`
+#: is the one place that says a method scores its task through a linear head on the last-token
+#: feature (trained, evaluated and diagnosed as such); without a probe stage the head starts fresh.
 METHOD_TABLE: dict[Method, MethodSpec] = {
     Method.base: MethodSpec(()),  # evaluation only
-    Method.sft: MethodSpec((("ft", Trains.all),)),
+    Method.sft: MethodSpec((("ft", Trains.all),)),  # through the LM's label words (Amuro & Char)
     Method.lora: MethodSpec((("lora", Trains.lora),)),
     Method.lp: MethodSpec((PROBE,), head=True),
+    Method.ft: MethodSpec((("ft", Trains.all),), head=True),  # FT baseline of Kumar et al. 2022, Tomihari & Sato 2024
     Method.lpft: MethodSpec((PROBE, ("ft", Trains.all)), head=True),  # Kumar et al. 2022
+    Method.lorahead: MethodSpec((("lora", Trains.lora),), head=True),  # LoRA baseline of Tomihari & Sato 2024
     Method.lplora: MethodSpec((PROBE, ("lora", Trains.lora)), head=True),  # Tomihari & Sato 2024
 }
 HEAD_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.head)
 LORA_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.lora)
 LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")  #: method fields only LoRA methods read
-PROBE_FIELDS = ("probe_lr", "probe_epochs")  #: method fields only head methods read
+PROBE_FIELDS = ("probe_c", "probe_tol", "probe_max_iter")  #: method fields only methods with a probe stage read
+
+
+class Diagnostic(enum.StrEnum):
+    """What `eval.diagnostics` measures inside a run (docs/diagnostics.md)."""
+
+    head_norm = "head_norm"  #: classifier norm ||V||_F at every in-loop step (head methods)
+    features = "features"  #: feature change against the start checkpoint, Fisher ratio
+    ntk = "ntk"  #: the NTK split into pre-train- and FT-effective parts, FT ratio (head methods)
+    ntk_change = "ntk_change"  #: the NTK's prediction of every step's change beside the actual one (the toy)
 
 
 class PromptFormat(enum.StrEnum):
@@ -81,9 +101,12 @@ class SplitKind(enum.StrEnum):
 
 
 class LabelScoring(enum.StrEnum):
-    first_token = "first_token"
-    first_token_space = "first_token_space"
-    constrained = "constrained"
+    """How classification reads a label off the language model (`ftdyn.scoring`)."""
+
+    first_token = "first_token"  #: logsumexp of the first sub-token's logits of " word" and "word"
+    first_token_space = "first_token_space"  #: the first sub-token of " word" only
+    next_word = "next_word"  #: Amuro & Char's `--constraint_type next_word`: argmax over every token of every form
+    constrained = "constrained"  #: greedy decoding restricted to the label words' token sequences
 
 
 class ModelSource(enum.StrEnum):

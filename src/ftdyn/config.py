@@ -32,9 +32,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, TOY_METHODS, Keep,
-                           LabelScoring, Method, MethodSpec, ModelSource, PromptFormat, ReplaySource, SplitKind,
-                           Strategy, TaskKind, TaskSource)
+from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, TOY_METHODS,
+                           Diagnostic, Keep, LabelScoring, Method, MethodSpec, ModelSource, PromptFormat,
+                           ReplaySource, SplitKind, Strategy, TaskKind, TaskSource)
 from ftdyn.settings import bound_problems, json_safe, setting
 
 
@@ -93,6 +93,9 @@ class PretrainConfig:
     corpus_seed: int = setting(1, ge=0)  #: which documents about it
     heldout_docs: int = setting(200, ge=1)  #: documents of a disjoint stream for the held-out LM loss
     seed: int = setting(0, ge=0)  #: weight initialisation
+    #: share of documents that are question-answer text about half the people (ftdyn.world.corpus.qa_people):
+    #: what makes the facts extractable by a question (Allen-Zhu & Li 3.1, mixed training); 0: none
+    qa_share: float = setting(0.0, ge=0, lt=1)
 
 
 @dataclass
@@ -143,6 +146,9 @@ class ModelConfig:
                        f"{self.pretrain.steps}: the last checkpoint must be the final step")
         if self.source == ModelSource.hub and not self.hf_id:
             out.append("model.hf_id is required when model.source=hub")
+        if self.text.path and self.text.heldout_split == self.text.replay_split:
+            out.append(f"model.text.heldout_split and model.text.replay_split are both {self.text.heldout_split!r}: "
+                       "replay would train on the held-out text; name two different splits")
         return out
 
 
@@ -213,10 +219,12 @@ class TaskConfig:
 class MethodConfig:
     """How the model is adapted: which stages run (`METHOD_TABLE`) and their settings.
 
-    One training loop; methods differ in what trains. lp, lpft and lplora first fit a linear head
-    on the frozen model's last-token feature (probe_lr, probe_epochs); lpft then trains
-    everything, lplora LoRA adapters, with the head. The training settings below are shared by
-    every method, so a method comparison stays like for like unless a method file says otherwise.
+    One training loop; methods differ in what trains. Head methods score their task through a
+    linear head on the last-token feature: lp, lpft and lplora first fit it to convergence on
+    the frozen model's features (an L2 logistic regression, probe_*), ft and lorahead start it
+    fresh; lpft and ft then train everything, lplora and lorahead LoRA adapters, with the head.
+    The training settings below are shared by every method, so a method comparison stays like
+    for like unless a method file says otherwise.
     """
 
     name: Method = MISSING
@@ -231,8 +239,12 @@ class MethodConfig:
     targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                   "down_proj"])  #: every attention and MLP projection
     rslora: bool = False  #: rank-stabilised scaling (Kalajdzievski)
-    probe_lr: float = setting(1e-2, gt=0)  #: linear-probe stage of lp / lpft / lplora
-    probe_epochs: int = setting(1, ge=1)
+    #: probe stage (lp / lpft / lplora): inverse L2 strength of scikit-learn's LogisticRegression,
+    #: minimising probe_c * sum of per-example cross-entropy + 0.5 * ||W||^2 (bias not penalised)
+    probe_c: float = setting(1.0, gt=0)
+    #: probe stage: L-BFGS stops once every gradient entry of that objective / (probe_c * n) is below this
+    probe_tol: float = setting(1e-4, gt=0)
+    probe_max_iter: int = setting(5000, ge=1)  #: probe stage: L-BFGS iterations at most (Tomihari & Sato's 5000)
 
     @property
     def spec(self) -> MethodSpec:
@@ -252,9 +264,9 @@ class OptimConfig:
     """The optimiser and learning-rate schedule of every training stage, built with
     `hydra.utils.instantiate`. An option file's mapping merges into the default one.
 
-    The optimiser is called with the stage's trainable parameters and `lr` (method.lr, or
-    method.probe_lr for a probe stage); the schedule with the optimiser, `num_warmup_steps` and
-    `num_training_steps` (transformers' schedule signature).
+    The optimiser is called with the stage's trainable parameters and `lr` (method.lr); the
+    schedule with the optimiser, `num_warmup_steps` and `num_training_steps` (transformers'
+    schedule signature). A probe stage uses neither: it is fitted by L-BFGS (ftdyn.methods.probe).
     """
 
     optimizer: dict[str, Any] = setting({"_target_": "torch.optim.AdamW", "_partial_": True, "weight_decay": 0.0})
@@ -285,11 +297,21 @@ class PromptConfig:
 
 @dataclass
 class FewshotConfig:
-    """Demonstrations from the train split prepended to each evaluated prompt."""
+    """Demonstrations from the train split prepended to each evaluated prompt.
+
+    `k_after` defaults to the interpolation `${.k}`: fine-tuned models are scored with the same k
+    demonstrations as the base, as Amuro & Char score both (their result ids end `_4shots`), so a
+    before/after difference is the fine-tuning's alone. `fewshot.k_after=0` scores them zero-shot.
+    The interpolation resolves before the run key is hashed: `k_after` unset and `k_after=<k>` are
+    the same run.
+    """
 
     k: int = setting(4, ge=0)  #: before fine-tuning (and for method=base)
-    k_after: int = setting(0, ge=0)  #: after fine-tuning
+    k_after: int = setting("${.k}", ge=0)  #: after fine-tuning (default: the same as k)
     seed: int = setting(0, ge=0)
+    #: also score every prompted set 0-shot at both stages (rows of both protocols, told apart by
+    #: `shots`): a study in the source's k-shot protocol keeps a zero-shot reading beside it
+    also_zero_shot: bool = False
 
 
 @dataclass
@@ -312,18 +334,34 @@ class EvalConfig:
     #: other task options whose in-domain sets every stage also scores (eval_set <task>/<split>)
     cross_tasks: list[str] = field(default_factory=list)
     #: how classification reads the LM: first_token (logsumexp over the label's first sub-token with
-    #: and without a leading space), first_token_space (" label" only) or constrained (greedy
-    #: decoding restricted to the label words: acc and acc_vs_base, no calibration)
+    #: and without a leading space), first_token_space (" label" only), next_word (Amuro & Char's
+    #: code: argmax over every token of every label word with and without a leading space) or
+    #: constrained (greedy decoding restricted to the label words: acc and acc_vs_base, no calibration)
     label_scoring: LabelScoring = LabelScoring.first_token
-    #: the two-Gaussians toy: record the empirical NTK's prediction of every step's change on the
-    #: evaluation sets beside the change that happened (ftdyn.toy.ntk_rows); off: nothing computed
-    ntk: bool = False
+    #: cut each greedy continuation at its first newline before Rouge-L (Amuro & Char did not: off)
+    cut_at_newline: bool = False
+    #: inside-the-run diagnostics (docs/diagnostics.md), any of head_norm (classifier norm at every
+    #: in-loop step), features (feature change against the start, Fisher ratio), ntk (NTK split, FT ratio),
+    #: ntk_change (the two-Gaussians toy only: each step's change as the NTK predicts it, ftdyn.analysis.ntk_trace)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    diagnostic_size: int = setting(64, ge=2)  #: features: the first N examples of the in-domain test set
+    ntk_size: int = setting(16, ge=1)  #: ntk: the first N training examples (an N*C x N*C kernel)
+    #: WiSE-FT: also evaluate (1 - a) * theta_0 + a * theta_ft for each a here (stage=after rows with an `alpha`)
+    interpolate: list[float] = field(default_factory=list)
 
     def problems(self) -> list[str]:
+        out = []
         unknown = [t for t in self.cross_tasks if t not in task_options()]
         if unknown:
-            return [f"eval.cross_tasks: unknown task(s) {unknown}; allowed {task_options()} (conf/task/*.yaml)"]
-        return []
+            out.append(f"eval.cross_tasks: unknown task(s) {unknown}; allowed {task_options()} (conf/task/*.yaml)")
+        outside = [a for a in self.interpolate if not 0 <= a <= 1]
+        if outside:
+            out.append(f"eval.interpolate: {outside} outside [0, 1]; each is the fine-tuned model's weight, "
+                       "allowed [0, 1]")
+        if Diagnostic.head_norm in self.diagnostics and not self.every_n_steps:
+            out.append("eval.diagnostics has head_norm, measured at in-loop steps, but eval.every_n_steps=0: "
+                       "set it >= 1")
+        return out
 
 
 #: Trainer arguments ftdyn sets itself, per stage; `trainer.extra` may not name them
@@ -351,6 +389,17 @@ class TrainerConfig:
     keep: Keep = setting(Keep.none, launch=True)  #: checkpoints a done job keeps: none | last (the final weights) | all
     strategy: Strategy = Strategy.auto  #: Lightning strategy: auto (one process), ddp or fsdp (one process per device)
     num_nodes: int = setting(1, ge=1)  #: machines per job; processes per job = num_nodes * devices
+    # The fast path (docs/performance.md). Settings of speed, not results, are launch settings, as
+    # eval.batch_size is: they change numbers only within float rounding (tests/test_packing.py).
+    #: pack each batch's examples into rows with per-example attention, no padding (ftdyn.packing)
+    packing: bool = setting(True, launch=True)
+    #: tokens per packed row (0: the batch's longest example); a fixed width gives compile few shapes
+    pack_width: int = setting(0, launch=True, ge=0)
+    #: batch examples of similar length (windows of 50 batches): other batches, so other results
+    bucket_by_length: bool = False
+    compile: bool = setting(False, launch=True)  #: run the training forward through torch.compile
+    #: on CUDA, torch AdamW/Adam with their fused kernel (unless optim.optimizer sets `fused`)
+    fused_optimizer: bool = setting(True, launch=True)
 
     LIGHTNING_FIELDS: typing.ClassVar[tuple[str, ...]] = ("accelerator", "devices", "precision", "log_every_n_steps",
                                                           "enable_progress_bar")
@@ -451,6 +500,9 @@ class TrainConfig:
                        f"but model.text.path is not set for hub model {self.model.name}")
         if self.replay.rate > 0 and self.replay.source == ReplaySource.text and not self.model.text.path:
             out.append(f"replay.source=text but model.text.path is not set for {self.model.name}")
+        if self.trainer.bucket_by_length and self.replay.rate > 0:
+            out.append("trainer.bucket_by_length=true with replay.rate > 0: replay batches follow the replay plan; "
+                       "set one of them off")
         out += self._toy_problems()
         if self.task.eval_only and self.method.name != Method.base:
             out.append(f"task={self.task.name} is evaluation-only; use method=base (got method={self.method.name})")
@@ -472,9 +524,13 @@ class TrainConfig:
         if toy_model and (self.trainer.strategy != Strategy.auto or self.trainer.accelerator != "cpu"):
             out.append(f"trainer.strategy={self.trainer.strategy}, trainer.accelerator={self.trainer.accelerator}: "
                        f"the toy MLP trains in one process on the CPU (strategy auto, accelerator cpu)")
-        if self.eval.ntk and not toy_model:
-            out.append(f"eval.ntk=true: NTK predictions exist for the two-Gaussians toy only (model.source=toy), "
+        traced = Diagnostic.ntk_change in self.eval.diagnostics
+        if traced and not toy_model:
+            out.append(f"eval.diagnostics has ntk_change: it traces the two-Gaussians toy only (model.source=toy), "
                        f"not model={self.model.name}")
+        others = sorted(str(d) for d in set(self.eval.diagnostics) - {Diagnostic.ntk_change})
+        if toy_model and others:
+            out.append(f"eval.diagnostics {others}: the toy MLP has no head or features to measure; allowed ntk_change")
         return out
 
     @property

@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
 from ftdyn.encoding import Prompt, PromptEncoder
-from ftdyn.world.corpus import documents
+from ftdyn.world.corpus import heldout_documents, pretrain_documents
 from ftdyn.world.entities import make_world
 
 IGNORE = -100
@@ -86,7 +86,7 @@ def pretrain_stream(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase
     """A ladder's pre-training stream as packed rows, endless: what the build trained on (its
     first rows, at the build's seq_len), and what replay rehearses."""
     world = make_world(pretrain.world_seed, pretrain.n_people)
-    return PackedStream(lambda: documents(world, pretrain.corpus_seed), tokenizer, seq_len)
+    return PackedStream(lambda: pretrain_documents(world, pretrain.corpus_seed, pretrain.qa_share), tokenizer, seq_len)
 
 
 def pretrain_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase, n_rows: int,
@@ -96,15 +96,19 @@ def pretrain_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase, 
 
 
 def heldout_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
-    """Held-out pre-training text as packed LM rows: a document stream the build never trained on."""
+    """Held-out pre-training text as packed LM rows: `heldout_docs` documents about the ladder's
+    world that the build never trained on. They come from `heldout_documents`, written in
+    phrasings the training stream never uses, so none can be a training document (another seed
+    of the training generator repeated 73% of the tiny ladder's training documents verbatim)."""
     world = make_world(pretrain.world_seed, pretrain.n_people)
-    texts = islice(documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs)
+    texts = islice(heldout_documents(world, pretrain.corpus_seed + 10_000), pretrain.heldout_docs)
     return encode_text_rows(tokenizer, texts, pretrain.seq_len)
 
 
 def model_heldout_rows(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
-    """Held-out pre-training-distribution text of a model: tinyworld's for a ladder, the held-out
-    split of `model.text` (e.g. wikitext-103 test) for a hub model, none if it names no text."""
+    """Held-out pre-training-distribution text of a model: tinyworld's held-out documents for a
+    ladder (`heldout_rows`), the named held-out split of `model.text` (`model.text.heldout_split`,
+    e.g. wikitext-103 test) for a hub model, none if it names no text."""
     if model.source == "ladder":
         return heldout_rows(model.pretrain, tokenizer)
     if not model.text.path:

@@ -5,6 +5,10 @@ lives in `ftdyn.scoring`; this module turns them into result rows. Rows of the p
 metrics (acc, acc_norm, rougeL) carry their `scores` (one per example, in the set's order), whose
 mean is the row's value; `train` writes them to examples.jsonl and drops them from results.jsonl.
 
+Every row of a stage carries `shots`: the demonstrations built for its set's prompts (k, from
+the scored task's train split; 0 for an evaluation-only task and for the probe's cloze; None
+for held-out text, which has no prompt). The report compares only rows with equal shots.
+
 Every prompt is fitted to the model's context (`ftdyn.encoding.PromptEncoder`): demonstrations
 are dropped, then the input cut, when it does not fit. A set with any prompt so shortened gets a
 `prompts_truncated` row (how many of its prompts, scoring the evaluated model) and a
@@ -26,7 +30,7 @@ from ftdyn.encoding import Prompt, PromptEncoder
 from ftdyn.methods.heads import ClassifierHead, last_token_features
 from ftdyn.metrics import agreement, calibration, choice_predictions, fit_temperature, forgetting
 from ftdyn.scoring import (FORMS, choice_logits, choice_loglik, constrained_choice, device_of, first_token_ids,
-                           generate, per_prompt, rouge_l)
+                           generate, next_word_logits, per_prompt, rouge_l)
 from ftdyn.settings import json_safe
 from ftdyn.tasks import EvalSet, TaskData, demonstration_blocks
 from ftdyn.world.tasks import probe_items
@@ -38,11 +42,12 @@ TRUNCATION_METRICS = ("prompts_truncated", "demos_dropped")  #: a set's prompts 
 
 
 def result_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str,
-               value: float) -> dict:
+               value: float, shots: int | None = None) -> dict:
     """One measurement, without the run's columns (train() adds those). Closed choices (split
-    kind, prompt format) are plain strings in rows, whatever Enum the config holds them as."""
+    kind, prompt format) are plain strings in rows, whatever Enum the config holds them as.
+    `shots`: demonstrations before each prompt (None: no prompt, e.g. run facts, held-out text)."""
     return {"eval_set": eval_set, "split_kind": json_safe(split_kind), "stage": stage, "prompt": json_safe(prompt),
-            "metric": metric, "value": value}
+            "metric": metric, "value": value, "shots": shots}
 
 
 def scored_row(eval_set: str, split_kind: str | None, stage: str, prompt: str | None, metric: str,
@@ -88,17 +93,29 @@ def evaluate_stage(model: PreTrainedModel, stage: str, k: int, run, task: TaskDa
     """
     rows = []
     scored = task.evaluated or task
-    for fmt in run.prompt.eval:
-        for view, demos in _demonstration_groups(scored, k, run.fewshot.seed, fmt):
-            rows += _task_rows(model, stage, fmt, demos, run, view, tokenizer, head, base)
-        for other in cross:
-            rows += _cross_task_rows(model, stage, fmt, demonstration_blocks(other, k, run.fewshot.seed, fmt), run,
-                                     other, tokenizer)
+    for shots in protocols(k, run.fewshot.also_zero_shot):
+        for fmt in run.prompt.eval:
+            for view, demos in _demonstration_groups(scored, shots, run.fewshot.seed, fmt):
+                rows += _with_shots(_task_rows(model, stage, fmt, demos, run, view, tokenizer, head, base), demos)
+            for other in cross:
+                demos = demonstration_blocks(other, shots, run.fewshot.seed, fmt)
+                rows += _with_shots(_cross_task_rows(model, stage, fmt, demos, run, other, tokenizer), demos)
     if run.eval.probe:
         rows.append(_probe_row(model, stage, tokenizer, world, run.eval.batch_size))
     if run.eval.pretrain_loss:
         rows += _pretrain_rows(model, base, stage, heldout, heldout_name, tokenizer.pad_token_id, run.eval.batch_size)
     return rows
+
+
+def protocols(k: int, also_zero_shot: bool) -> list[int]:
+    """The numbers of demonstrations a stage's prompted sets are scored with: k, then 0 as well
+    when asked (`fewshot.also_zero_shot`); each once."""
+    return list(dict.fromkeys([k, *([0] if also_zero_shot else [])]))
+
+
+def _with_shots(rows: list[dict], demos: Sequence[str]) -> list[dict]:
+    """`rows`, each marked with the number of demonstrations its prompts were built with."""
+    return [{**r, "shots": len(demos)} for r in rows]
 
 
 def _demonstration_groups(task: TaskData, k: int, seed: int, fmt: str):
@@ -145,9 +162,14 @@ def _scores(model, head, task: TaskData, tokenizer, examples: list[dict], fmt: s
     """Scores over the task's labels for each example (head logits, or label logits by
     `eval.label_scoring`), and the gold label indices. Prompts are fitted through `encoder`."""
     prompts, batch = _prompts(task, examples, fmt, demos), run.eval.batch_size
-    scores = (head_logits(model, head, tokenizer, prompts, batch, encoder=encoder) if head is not None
-              else choice_logits(model, tokenizer, prompts, [task.choices(e) for e in examples], batch,
-                                 FORMS[run.eval.label_scoring], encoder=encoder))
+    choices = [task.choices(e) for e in examples]
+    if head is not None:
+        scores = head_logits(model, head, tokenizer, prompts, batch, encoder=encoder)
+    elif run.eval.label_scoring == "next_word":
+        scores = next_word_logits(model, tokenizer, prompts, choices, batch, encoder=encoder)
+    else:
+        scores = choice_logits(model, tokenizer, prompts, choices, batch, FORMS[run.eval.label_scoring],
+                               encoder=encoder)
     return _pad_choices(scores), _golds(task, examples)
 
 
@@ -231,18 +253,26 @@ def _generation_rows(model, stage, fmt, demos, run, task: TaskData, tokenizer) -
     for es in task.eval_sets:
         encoder = PromptEncoder.of(model, tokenizer)
         outputs = generate(model, tokenizer, _prompts(task, es.examples, fmt, demos), task.cfg.max_new_tokens,
-                           run.eval.batch_size, encoder=encoder)
+                           run.eval.batch_size, encoder=encoder, cut_at_newline=run.eval.cut_at_newline)
         scores = rouge_l(outputs, [task.target(e) for e in es.examples])
         rows += [scored_row(es.name, es.split_kind, stage, fmt, "rougeL", scores),
                  *truncation_rows(es, stage, fmt, encoder)]
     return rows
 
 
-def probe_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> list[int]:
-    """Per fact of the world, 1 if the model completes it correctly (cloze over its attribute's values)."""
+def probe_predictions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world,
+                      batch_size: int = 64) -> tuple[list[int], list[int]]:
+    """Per fact of the world, the value the model completes it with (cloze over its attribute's
+    values) and the true one, as indices into the choices."""
     items = probe_items(world)
     scores = choice_logits(model, tokenizer, [i["prompt"] for i in items], [i["choices"] for i in items], batch_size)
-    return [int(int(s.argmax()) == i["choices"].index(i["label"])) for s, i in zip(scores, items)]
+    return [int(s.argmax()) for s in scores], [i["choices"].index(i["label"]) for i in items]
+
+
+def probe_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> list[int]:
+    """Per fact of the world, 1 if the model completes it correctly (cloze over its attribute's values)."""
+    predicted, golds = probe_predictions(model, tokenizer, world, batch_size)
+    return [int(p == g) for p, g in zip(predicted, golds)]
 
 
 def probe_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world, batch_size: int = 64) -> float:
@@ -252,7 +282,8 @@ def probe_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, w
 
 
 def _probe_row(model, stage: str, tokenizer, world, batch: int) -> dict:
-    return scored_row("world_facts", "probe", stage, None, "acc", probe_hits(model, tokenizer, world, batch))
+    hits = probe_hits(model, tokenizer, world, batch)
+    return {**scored_row("world_facts", "probe", stage, None, "acc", hits), "shots": 0}  # a cloze, no demonstrations
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from ftdyn.evaluate import heldout_measures, probe_accuracy
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.results import file_lock, write_json_atomic
 from ftdyn.tasks.prompts import vocabulary_lines
-from ftdyn.world.corpus import corpus
+from ftdyn.world.corpus import pretrain_corpus
 from ftdyn.world.entities import make_world
 from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS
 from ftdyn.world.tokenizer import train_tokenizer
@@ -50,9 +50,19 @@ class CheckpointError(RuntimeError):
     """A ladder checkpoint exists but cannot be read."""
 
 
+#: pretrain fields added after LADDER_VERSION 3, with the value that reproduces the ladders built
+#: before them: at that value a field stays out of the key, so those ladders keep their keys (and caches)
+LATER_PRETRAIN_FIELDS = {"qa_share": 0.0}
+
+
+def _pretrain_spec(pretrain: C.PretrainConfig) -> dict:
+    spec = C.as_dict(pretrain)
+    return {k: v for k, v in spec.items() if not (k in LATER_PRETRAIN_FIELDS and v == LATER_PRETRAIN_FIELDS[k])}
+
+
 def ladder_key(model: C.ModelConfig) -> str:
     """A hash of everything that shapes the ladder's weights."""
-    spec = {"version": LADDER_VERSION, "arch": C.as_dict(model.arch), "pretrain": C.as_dict(model.pretrain),
+    spec = {"version": LADDER_VERSION, "arch": C.as_dict(model.arch), "pretrain": _pretrain_spec(model.pretrain),
             "checkpoints": list(model.checkpoints), "glossary": vocabulary_lines(_label_words())}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -153,7 +163,7 @@ def build(model: C.ModelConfig, root: Path) -> None:
     n_tokens = p.steps * p.batch_size * p.seq_len
     log.info("building ladder %s (once, cached): a tokenizer, then %d steps x %d x %d = %s tokens",
              root.name, p.steps, p.batch_size, p.seq_len, f"{n_tokens:,}")
-    tokenizer = train_tokenizer(corpus(world, p.corpus_seed, TOKENIZER_DOCS)
+    tokenizer = train_tokenizer(pretrain_corpus(world, p.corpus_seed, TOKENIZER_DOCS, p.qa_share)
                                 + vocabulary_lines(_label_words()) * GLOSSARY_REPEATS, model.arch.vocab_size)
     tokenizer.save_pretrained(work / "tokenizer")
     rows = pretrain_rows(model.pretrain, tokenizer, n_rows=p.steps * p.batch_size, seq_len=p.seq_len)

@@ -12,6 +12,10 @@ them. A scorer given an `encoder` fits through it, so the caller can read how ma
   `" word"` (as the completion follows a prompt in training) and `"word"` (the authors' code
   lists both); its score is the logsumexp of its candidates' logits, the log of the (unnormalised)
   probability mass the model puts on the label, so softmax over labels is that mass renormalised.
+- **Next word** (Amuro & Char's code, `eval/utils.py` `get_next_word_predictions` with
+  `candidate_token_ids`, `--constraint_type next_word`): the same last-position logits; the
+  candidates are every token of every label word, written bare and with a leading space; the
+  prediction is the label owning the highest-probability candidate.
 - **Constrained decoding**: greedy decoding that may only emit one label's token sequence, then
   end-of-text; the prediction is the label decoded. It yields predictions, no scores.
 - **Choice log-likelihood** (lm-eval-harness multiple choice): context + each choice as one row;
@@ -114,6 +118,47 @@ def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
             for logits, c in zip(last, choices)]
 
 
+def next_word_candidates(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> list[list[int]]:
+    """Per label word, the token ids the authors' `candidate_token_ids` credit to it.
+
+    Their list is every token of `["w1", "w2", ..., " w1", " w2", ...]` (bare forms first, then
+    with a leading space, each in label order), and `argmax` over it returns the first position
+    of the best token. A token in several words' tokenisations therefore counts for the word that
+    lists it first, so each id is credited to that word alone. Words are tokenised without
+    special tokens (the authors' call adds the tokenizer's own, none for OLMo's and Pythia's).
+    """
+    owner: dict[int, int] = {}
+    for form in ("bare", "space"):
+        for label, word in enumerate(words):
+            for token in tokenizer(_form(word, form), add_special_tokens=False)["input_ids"]:
+                owner.setdefault(token, label)
+    return [sorted(t for t, label in owner.items() if label == i) for i in range(len(words))]
+
+
+def next_word_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
+                     choices: Sequence[Sequence[str]], batch_size: int = 64,
+                     encoder: PromptEncoder | None = None) -> list[torch.Tensor]:
+    """Per prompt, each choice's score for Amuro & Char's next-word rule: the largest last-position
+    logit among the tokens credited to it (`next_word_candidates`; -inf if none).
+
+    The argmax over choices is the authors' prediction: softmax is monotone, so their argmax
+    over the candidates' probabilities is the best candidate's logit, and each candidate counts
+    for one word. (Two different candidates with bit-identical logits are the one case it can
+    differ: they take the first position, this the lower label.) Calibration reads softmax over
+    these scores. Each prompt leaves room for one token.
+    """
+    candidates = functools.lru_cache(maxsize=None)(lambda c: next_word_candidates(tokenizer, c))
+    last = per_prompt(model, tokenizer, prompts, batch_size,
+                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu(), room=1, encoder=encoder)
+    return [next_word_scores(logits, candidates(tuple(c))) for logits, c in zip(last, choices)]
+
+
+def next_word_scores(logits: torch.Tensor, candidates: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Per label, the largest of `logits` (one position's, over the vocabulary) at its candidate
+    ids, -inf for a label with none."""
+    return torch.stack([logits[list(ids)].max() if ids else torch.tensor(float("-inf")) for ids in candidates])
+
+
 def label_sequences(tokenizer: PreTrainedTokenizerBase, words: Sequence[str],
                     forms: Sequence[str] = ("space", "bare")) -> list[list[tuple[int, ...]]]:
     """Per label word, the token sequences of its forms followed by end-of-text; distinct across labels."""
@@ -203,23 +248,27 @@ def choice_loglik(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, co
 
 
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
-             max_new_tokens: int, batch_size: int = 64, encoder: PromptEncoder | None = None) -> list[str]:
-    """Greedy continuations (KV cache), cut at the end-of-text token and the first newline; each
-    prompt leaves room for `max_new_tokens`."""
+             max_new_tokens: int, batch_size: int = 64, encoder: PromptEncoder | None = None,
+             cut_at_newline: bool = False) -> list[str]:
+    """Greedy continuations (KV cache), up to the end-of-text token, as generated (Amuro & Char
+    score them so); with `cut_at_newline` (`eval.cut_at_newline`), only the text before the
+    first newline. Each prompt leaves room for `max_new_tokens`."""
 
     def continue_batch(batch: dict[str, torch.Tensor], _) -> list[str]:
         inputs = {k: v for k, v in batch.items() if k != "position_ids"}  # generate derives them from the mask
         new = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         texts = tokenizer.batch_decode(new[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [text.split("\n")[0].strip() for text in texts]
+        return [text.split("\n")[0] if cut_at_newline else text for text in texts]
 
     return per_prompt(model, tokenizer, prompts, batch_size, continue_batch, room=max_new_tokens, encoder=encoder)
 
 
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+#: Rouge-L as HF `evaluate`'s rouge computes it with its defaults (Amuro & Char's `eval/eval_pred.py`):
+#: rouge-score's own tokeniser (lower-cased, split on non-alphanumerics), no stemming
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """Rouge-L F-measure per example (rouge-score, stemmed)."""
+    """Rouge-L F-measure per example (rouge-score, no stemming), reference first as rouge-score takes it."""
     return [_ROUGE.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]

@@ -11,8 +11,9 @@ The pre-trained MLP is the toy's checkpoint: built once per (width, depth, pre-t
 through a Lightning Trainer, saved at every `model.checkpoints` step and cached under
 `$FTDYN_CACHE/toy/`, like a ladder. Rows, per evaluation set (`x1`: in_domain, `x2`: pretrain)
 and stage: `pred` (mean prediction), `mse` (against the fine-tuned target: -0.2 on X1, 1 on X2)
-and `drift` (mean change of the prediction from the checkpoint's; 0 before). `eval.ntk` adds
-the NTK's prediction of every step's change (`ftdyn.analysis.ntk_trace`).
+and `drift` (mean change of the prediction from the checkpoint's; 0 before).
+`eval.diagnostics=[ntk_change]` adds the NTK's prediction of every step's change
+(`ftdyn.analysis.ntk_trace`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ftdyn import config as C
 from ftdyn import wandb_logging
 from ftdyn.analysis.ntk_trace import NtkTrace, NTK_PROBES
 from ftdyn.batches import TrainDataModule
+from ftdyn.choices import Diagnostic
 from ftdyn.evaluate import result_row
 from ftdyn.methods import plan, stage_steps
 from ftdyn.methods.module import TrainingDiverged
@@ -250,7 +252,8 @@ def job(run: C.TrainConfig, job_dir: Path, callbacks: list[L.Callback]) -> tuple
     base = copy.deepcopy(model).requires_grad_(False)
     data = ToyData(finetune_rows(run), run.method.batch_size, seed=run.seed, replay_rate=run.replay.rate)
     extra = [ToyInLoop(run.eval.every_n_steps, points, base_pred, split_kinds)] if run.eval.every_n_steps else []
-    ntk = [NtkTrace({name: x[:NTK_PROBES] for name, x in points.items()}, base)] if run.eval.ntk else []
+    traced = Diagnostic.ntk_change in run.eval.diagnostics
+    ntk = [NtkTrace({name: x[:NTK_PROBES] for name, x in points.items()}, base)] if traced else []
     steps = finetune(model, data, run, job_dir, callbacks + extra + ntk)
     rows += [row for callback in extra for row in callback.rows]
     rows += stage_rows(model.eval(), "after", points, base_pred, split_kinds)

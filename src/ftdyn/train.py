@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -25,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
 from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, toy, wandb_logging
+from ftdyn.analysis import diagnostics, interpolation
+from ftdyn.choices import Diagnostic
 from ftdyn.data import heldout_name, model_heldout_rows
 from ftdyn.evaluate import evaluate_stage, result_row
 from ftdyn.methods import fit, plan
@@ -100,18 +103,25 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     if run.method.name != "base":
         base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
         in_loop = InLoopEval(run.eval.every_n_steps, base, measure["heldout"], tokenizer.pad_token_id,
-                             run.eval.batch_size, measure["heldout_name"])
+                             run.eval.batch_size, measure["heldout_name"], tokenizer,
+                             world if run.eval.probe else None,
+                             head_norm=diagnostics.wants(run, Diagnostic.head_norm))
         # rank 0 measures along training; under fsdp every rank must join in gathering the weights
         measuring = lead or run.trainer.strategy == "fsdp"
         in_loop_cbs = [in_loop] if run.eval.every_n_steps and measuring else []
-        fitted = fit(model, tokenizer, task, run, job_dir, callbacks=[*in_loop_cbs, preempted, clock])
+        diagnostic_cbs = diagnostics.callbacks(run, task, tokenizer, model)  # the NTK split as fine-tuning starts
+        fitted = fit(model, tokenizer, task, run, job_dir,
+                     callbacks=[*in_loop_cbs, *diagnostic_cbs, preempted, clock])
         rows += in_loop.rows
         if lead:  # Lightning's teardown leaves the trained model on the CPU
             fitted.model.to(device)
             if fitted.head is not None:
                 fitted.head.to(device)
-            rows += evaluate_stage(fitted.model, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
-                                   **measure)
+            after = partial(evaluate_stage, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
+                            **measure)
+            rows += after(fitted.model)
+            rows += diagnostics.rows(run, task, tokenizer, base, fitted, diagnostic_cbs)
+            rows += interpolation.interpolation_rows(run.eval.interpolate, base, fitted.model, after)  # WiSE-FT
         facts = fitted.facts
     if not lead:
         return {}  # rank 0 writes the job's results
@@ -135,7 +145,7 @@ def _write(run: C.TrainConfig, key: str, job_dir: Path, rows: list[dict], facts:
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
     log.info("job %s done in %.0f s: %s, checkpoint %s, %s", key, clock.this_process(), run.task.name,
              run.ckpt_step, run.method.name)
-    return {f"{r['stage']}/{r['eval_set']}/{r['metric']}": r["value"] for r in rows}
+    return {wandb_logging.row_name(r): r["value"] for r in rows}
 
 
 def eval_device(trainer: C.TrainerConfig) -> torch.device:

@@ -117,6 +117,12 @@ def stage_loggers(run: C.TrainConfig, job_dir: Path, stage: str) -> list[Logger]
     return loggers
 
 
+def row_name(row: dict) -> str:
+    """`stage/eval_set/metric`, and `@alpha=<a>` for a WiSE-FT row (`eval.interpolate`)."""
+    name = f"{row['stage']}/{row['eval_set']}/{row['metric']}"
+    return name if row.get("alpha") is None else f"{name}@alpha={row['alpha']:g}"
+
+
 def log_results(rows: list[dict], train_prompt: str) -> None:
     """Every result row into the open run's summary and a `results` table (no-op without a run).
 
@@ -130,7 +136,7 @@ def log_results(rows: list[dict], train_prompt: str) -> None:
         return
     summary = {}
     for row in rows:
-        name = f"{row['stage']}/{row['eval_set']}/{row['metric']}"
+        name = row_name(row)
         summary[name if row["prompt"] in (None, train_prompt) else f"{name}@{row['prompt']}"] = row["value"]
     wandb.run.summary.update(summary)
     table = wandb.Table(columns=list(RESULT_COLUMNS), data=[[row.get(c) for c in RESULT_COLUMNS] for row in rows])

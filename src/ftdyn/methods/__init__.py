@@ -3,12 +3,16 @@
 A stage says what trains (everything, LoRA adapters, or the head alone), whether a
 classification head scores task rows, and its own epochs and learning rate:
 
-    sft     ft                      lp      probe (head only)
-    lora    lora                    lpft    probe, then ft with the head
-                                    lplora  probe, then lora with the head
+    sft     ft (LM loss)            lp        probe
+    lora    lora (LM loss)          ft        ft with a fresh head
+                                    lpft      probe, then ft with the head
+                                    lorahead  lora with a fresh head
+                                    lplora    probe, then lora with the head
 
-`fit` runs the stages in order on the same model and head, so a second stage starts from what
-the first one learned, and returns the (possibly LoRA-wrapped) model, the head and run facts.
+A probe stage is no training loop: it fits the head to convergence on the frozen model's
+features by L-BFGS (`ftdyn.methods.probe`). `fit` runs the stages in order on the same model and
+head, so a second stage starts from what the first one learned, and returns the (possibly
+LoRA-wrapped) model, the head and run facts.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from peft import LoraConfig, get_peft_model
 from ftdyn import cluster, wandb_logging
 from ftdyn import config as C
 from ftdyn.batches import TrainDataModule
-from ftdyn.choices import Trains
+from ftdyn.choices import MethodSpec, Trains
 from ftdyn.data import PackedStream, encode_pair, encode_prompt, pretrain_stream, text_stream
 from ftdyn.methods import sharding
 from ftdyn.methods.checkpoints import StageCheckpoints
 from ftdyn.methods.heads import ClassifierHead
 from ftdyn.methods.module import CausalLMModule
+from ftdyn.methods.probe import fit_probe
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +47,13 @@ class Stage:
     name: str
     trains: Trains
     lr: float
-    epochs: int
+    epochs: int  #: 0 for a probe stage, which takes no optimiser steps
 
 
 def plan(method: C.MethodConfig) -> list[Stage]:
-    """The stages of a method, in order (`ftdyn.config.METHOD_TABLE`), with their settings: a
-    probe stage takes method.probe_lr and probe_epochs, the others method.lr and epochs."""
-    return [Stage(name, trains, *((method.probe_lr, method.probe_epochs) if trains == Trains.head
-                                  else (method.lr, method.epochs)))
+    """The stages of a method, in order (`ftdyn.choices.METHOD_TABLE`), with their settings:
+    method.lr and epochs, none for a probe stage (fitted by L-BFGS, `ftdyn.methods.probe`)."""
+    return [Stage(name, trains, *((0.0, 0) if trains == Trains.head else (method.lr, method.epochs)))
             for name, trains in method.spec.stages]
 
 
@@ -60,7 +64,8 @@ def rank_batches(batches_per_epoch: int, run: C.TrainConfig) -> int:
 
 def stage_steps(stage: Stage, batches_per_epoch: int, run: C.TrainConfig) -> int:
     """Optimiser steps of one stage on each rank: its epochs over the rank's share of the
-    batches, capped by `method.max_steps`. Sizes the LR schedule, and the dry run's cost."""
+    batches, capped by `method.max_steps` (a probe stage: none). Sizes the LR schedule, and the
+    dry run's cost."""
     total = stage.epochs * rank_batches(batches_per_epoch, run)
     return min(total, run.method.max_steps) if run.method.max_steps > 0 else total
 
@@ -91,7 +96,9 @@ def _set_trainable(model, head: ClassifierHead | None, trains: str) -> None:
         head.requires_grad_(True)
 
 
-def _rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> list[dict]:
+def train_rows(task, tokenizer, run: C.TrainConfig, max_len: int, use_head: bool) -> list[dict]:
+    """The task's training rows, encoded: prompt and target for the LM loss, or the prompt and its
+    label index (`class_label`) for a head."""
     fmt = run.prompt.train
     if use_head:
         labels = list(task.cfg.label_words)
@@ -116,36 +123,57 @@ def fit(model, tokenizer, task, run: C.TrainConfig, job_dir: Path,
     under `job_dir` (`ftdyn.methods.checkpoints`): a re-run restores finished stages and resumes
     the unfinished one; `resumed_from_step` (a run fact only then) says from which step.
     """
-    use_head = run.method.spec.head
-    head = ClassifierHead(model.config.hidden_size, len(task.cfg.label_words)) if use_head else None
-    rows = _rows(task, tokenizer, run, model.config.max_position_embeddings, use_head)
+    spec = run.method.spec
+    head = new_head(model, len(task.cfg.label_words), spec, run.seed) if spec.head else None
+    rows = train_rows(task, tokenizer, run, model.config.max_position_embeddings, spec.head)
     stages = plan(run.method)
-    plain = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed)
-    mixed = plain
+    batching = dict(packing=run.trainer.packing, pack_width=run.trainer.pack_width,
+                    bucket_by_length=run.trainer.bucket_by_length)
+    replay = {}
     if run.replay.rate > 0 and any(stage.trains != Trains.head for stage in stages):  # a probe has no LM to rehearse
-        mixed = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed,
-                                replay_rows=_replay_stream(run, tokenizer), replay_rate=run.replay.rate)
-    fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0, "replay_fraction": mixed.replay_fraction()})
+        replay = {"replay_rows": _replay_stream(run, tokenizer), "replay_rate": run.replay.rate}
+    data = TrainDataModule(rows, run.method.batch_size, tokenizer.pad_token_id, seed=run.seed, **batching, **replay)
+    fitted = Fitted(model, head, {"train_steps": 0, "train_tokens": 0, "replay_fraction": data.replay_fraction()})
     for stage in stages:
-        data = plain if stage.trains == Trains.head else mixed
-        if stage.trains == Trains.lora:
-            fitted.model = add_lora(fitted.model, run.method)
-        _set_trainable(fitted.model, head, stage.trains)
         start = _head_state(head)
-        module, steps, resumed_at = _fit_stage(fitted.model, head, data, stage, run, job_dir, callbacks or [])
-        fitted.model = module.model  # under trainer=fsdp, an unsharded copy of the trained model
-        fitted.head = head = module.head
-        if resumed_at:
-            fitted.facts["resumed_from_step"] = fitted.facts["train_steps"] + resumed_at
+        if stage.trains == Trains.head:
+            _set_trainable(fitted.model, head, stage.trains)
+            probe_facts = fit_probe(fitted.model, head, rows, tokenizer.pad_token_id, run, job_dir)
+            fitted.facts["train_tokens"] += probe_facts.pop("train_tokens")
+            fitted.facts |= probe_facts
+            fitted.facts["trainable_params"] = sum(p.numel() for p in head.parameters())
+        else:
+            _fit_training_stage(fitted, stage, data, run, job_dir, callbacks or [])
+            head = fitted.head
         fitted.head_at[stage.name] = (start, _head_state(head))
-        fitted.facts["trainable_params"] = sum(p.numel() for p in module.trainable_parameters())
-        fitted.facts["train_steps"] += steps
-        fitted.facts["train_tokens"] += module.tokens_seen
         fitted.facts["world_size"] = run.trainer.world_size  # processes that trained (ranks)
         if head is not None:
             fitted.facts[f"classifier_norm_{stage.name}"] = head.norm()
     fitted.model.eval()
     return fitted
+
+
+def new_head(model, n_labels: int, spec: MethodSpec, seed: int) -> ClassifierHead:
+    """The head a head method starts with: zero where a probe stage fits it first (L-BFGS starts
+    there), else fresh, as transformers initialises a classification head (N(0, initializer_range^2))."""
+    std = 0.0 if spec.probe else getattr(model.config, "initializer_range", 0.02)
+    return ClassifierHead(model.config.hidden_size, n_labels, std=std, seed=seed)
+
+
+def _fit_training_stage(fitted: Fitted, stage: Stage, data: TrainDataModule, run: C.TrainConfig, job_dir: Path,
+                        callbacks: list[L.Callback]) -> None:
+    """Train one stage of `fitted` through a Lightning Trainer, in place, and add its facts."""
+    if stage.trains == Trains.lora:
+        fitted.model = add_lora(fitted.model, run.method)
+    _set_trainable(fitted.model, fitted.head, stage.trains)
+    module, steps, resumed_at = _fit_stage(fitted.model, fitted.head, data, stage, run, job_dir, callbacks)
+    fitted.model = module.model  # under trainer=fsdp, an unsharded copy of the trained model
+    fitted.head = module.head
+    if resumed_at:
+        fitted.facts["resumed_from_step"] = fitted.facts["train_steps"] + resumed_at
+    fitted.facts["trainable_params"] = sum(p.numel() for p in module.trainable_parameters())
+    fitted.facts["train_steps"] += steps
+    fitted.facts["train_tokens"] += module.tokens_seen
 
 
 def _head_state(head: ClassifierHead | None):
@@ -158,6 +186,20 @@ def _log_interval(run: C.TrainConfig, batches_per_epoch: int, total: int) -> int
     return max(1, min(run.trainer.log_every_n_steps, rank_batches(batches_per_epoch, run), total))
 
 
+FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam")  #: optimisers with a fused CUDA kernel
+
+
+def fused_kwargs(run: C.TrainConfig) -> dict:
+    """`fused=True` for torch's AdamW/Adam on a CUDA device (trainer.fused_optimizer): one kernel
+    per step instead of several per parameter. Not under fsdp (sharded DTensor parameters), and
+    never over an explicit `optim.optimizer.fused`."""
+    on_cuda = run.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    wanted = run.trainer.fused_optimizer and run.trainer.strategy != C.Strategy.fsdp
+    optimizer = run.optim.optimizer
+    return {"fused": True} if (on_cuda and wanted and optimizer.get("_target_") in FUSED_OPTIMIZERS
+                               and "fused" not in optimizer) else {}
+
+
 def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainConfig, job_dir: Path,
                callbacks: list[L.Callback]) -> tuple[CausalLMModule, int, int]:
     """Train one stage, or restore it if a previous run of the job finished or checkpointed it.
@@ -167,10 +209,11 @@ def _fit_stage(model, head, data: TrainDataModule, stage: Stage, run: C.TrainCon
     """
     batches = data.steps_per_epoch()
     total = stage_steps(stage, batches, run)
-    module = CausalLMModule(model, optimizer=partial(instantiate(run.optim.optimizer), lr=stage.lr),
+    module = CausalLMModule(model, optimizer=partial(instantiate(run.optim.optimizer), lr=stage.lr,
+                                                     **fused_kwargs(run)),
                             scheduler=partial(instantiate(run.optim.scheduler), num_training_steps=total,
                                               num_warmup_steps=math.ceil(run.optim.warmup_ratio * total)),
-                            head=head)
+                            head=head, compile_model=run.trainer.compile)
     checkpoints = StageCheckpoints(job_dir, stage.name, run.trainer.checkpoint_every_n_steps)
     if checkpoints.finished():
         steps = checkpoints.restore_finished(module, callbacks)

@@ -1,4 +1,4 @@
-"""The classification head of lp / lpft / lplora and the feature it reads."""
+"""The classification head of the head methods (`ftdyn.choices.HEAD_METHODS`) and the feature it reads."""
 
 from __future__ import annotations
 
@@ -21,12 +21,20 @@ def last_token_features(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 class ClassifierHead(nn.Linear):
-    """A linear map from the model's feature to one logit per label word, zero-initialised."""
+    """A linear map from the model's feature to one logit per label word.
 
-    def __init__(self, hidden_size: int, n_labels: int):
+    Its weight is drawn from N(0, std^2) by its own generator (seeded by `seed`, so the global
+    RNG stream is not what decides it), its bias is zero: with `std` the model's
+    `initializer_range`, the fresh head transformers gives a sequence-classification model,
+    which ft and lorahead train from; with std=0 it is zero, where a probe starts its fit.
+    """
+
+    def __init__(self, hidden_size: int, n_labels: int, std: float = 0.0, seed: int = 0):
         super().__init__(hidden_size, n_labels)
         nn.init.zeros_(self.weight)
         nn.init.zeros_(self.bias)
+        if std > 0:
+            nn.init.normal_(self.weight, 0.0, std, generator=torch.Generator().manual_seed(seed))
 
     def norm(self) -> float:
         """Frobenius norm of the weight, the classifier norm Tomihari & Sato track."""

@@ -1,10 +1,10 @@
 """The single training loop: what a step optimises, for every method and the ladder build.
 
 Without a head the loss is next-token cross-entropy on labelled positions: pre-training (every
-token labelled), SFT and LoRA (completion tokens only). With a head (lp, lpft, lplora) task rows
-are scored by the head on their last-token feature. Replay rows (`is_replay`) always take the LM
-loss. Methods differ only in which parameters require gradients, decided before this module is
-built.
+token labelled), SFT and LoRA (completion tokens only). With a head (`ftdyn.choices.HEAD_METHODS`; a probe
+stage is fitted by `ftdyn.methods.probe` instead) task rows are scored by the head on their
+last-token feature. Replay rows (`is_replay`) always take the LM loss. Methods differ only in
+which parameters require gradients, decided before this module is built.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ftdyn.methods.heads import ClassifierHead, last_token_features
 from ftdyn.methods.sharding import shard
+from ftdyn.packing import packed_forward, packed_last_features
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,7 @@ class TrainingDiverged(FloatingPointError):
     """The training loss became inf or nan; `step` is the optimiser step of the stage it happened at."""
 
     def __init__(self, loss: float, step: int):
-        super().__init__(f"non-finite training loss {loss} at step {step}: lower method.lr (or method.probe_lr), "
-                         "or check the data")
+        super().__init__(f"non-finite training loss {loss} at step {step}: lower method.lr, or check the data")
         self.step = step
 
 
@@ -39,44 +39,75 @@ class CausalLMModule(L.LightningModule):
     """Cross-entropy (LM or head), the configured optimiser (`optim`) over trainable parameters, stepped LR schedule."""
 
     def __init__(self, model, optimizer: OptimizerFactory, scheduler: SchedulerFactory,
-                 head: ClassifierHead | None = None):
+                 head: ClassifierHead | None = None, compile_model: bool = False):
         """
         Args:
             model: The transformers model to train (its parameters' requires_grad say what trains).
             optimizer: Builds the optimiser from the trainable parameters (lr already bound).
             scheduler: Builds the per-step LR schedule from the optimiser.
             head: The classification head of head methods, else None (the LM loss).
+            compile_model: Run the training forward through `torch.compile` (trainer.compile);
+                evaluation keeps the plain model.
         """
         super().__init__()
         self.model, self.head = model, head
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.compile_model = compile_model
         self.tokens_seen = 0
         self.resumed_from_step = 0  #: the global step of the checkpoint this module was restored from
 
-    def _lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          labels=batch["labels"]).loss
+    @property
+    def forward_model(self):
+        """The model the training step calls: compiled once on first use when `compile_model` is set.
+        Kept outside the module's attributes (object.__setattr__), so it is no submodule and
+        checkpoints hold the weights once, under their own names."""
+        if not self.compile_model:
+            return self.model
+        if "_compiled" not in self.__dict__:
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
+        return self.__dict__["_compiled"]
 
-    def _head_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        features = last_token_features(self.model, batch["input_ids"], batch["attention_mask"])
+    def _lm_loss(self, batch: dict) -> torch.Tensor:
+        if "position_ids" in batch:  # a packed part (ftdyn.packing)
+            return packed_forward(self.forward_model, batch, labels=batch["labels"]).loss
+        return self.forward_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  labels=batch["labels"]).loss
+
+    def _head_loss(self, batch: dict) -> torch.Tensor:
+        if "position_ids" in batch:
+            features = packed_last_features(self.forward_model, batch)
+        else:
+            features = last_token_features(self.forward_model, batch["input_ids"], batch["attention_mask"])
         return F.cross_entropy(self.head(features), batch["class_label"])
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    @staticmethod
+    def _parts(batch: dict) -> tuple[list[tuple[str, dict, float]], int, int]:
+        """(task or replay, its rows, its share of the batch's rows) of each part with rows, the
+        batch's rows and its real tokens: from a packed batch (`ftdyn.packing.collate_packed`)
+        or a padded one (`ftdyn.batches.collate`)."""
+        if "packed" in batch:
+            parts = [(name, part, part["rows"] / batch["rows"]) for name, part in batch["packed"].items()]
+            return parts, batch["rows"], sum(part["tokens"] for part in batch["packed"].values())
+        replay = batch["is_replay"]
+        parts = [(name, {k: v[rows] for k, v in batch.items()}, float(rows.sum()) / rows.numel())
+                 for name, rows in (("task", ~replay), ("replay", replay)) if rows.any()]
+        return parts, replay.numel(), int(batch["attention_mask"].sum())
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Task rows and replay rows each weigh by their share of the batch's rows.
 
         Without replay this is the plain token-mean LM loss (or the head's loss); with replay at
         rate rho, a replay share rho of the rows carries weight rho, however many tokens it has.
         """
-        replay = batch["is_replay"]
-        task_loss = self._head_loss if self.head is not None else self._lm_loss
-        loss = torch.zeros((), device=replay.device)
-        for rows, part_loss in ((~replay, task_loss), (replay, self._lm_loss)):
-            if rows.any():
-                loss = loss + part_loss({k: v[rows] for k, v in batch.items()}) * rows.sum() / rows.numel()
+        parts, n_rows, n_tokens = self._parts(batch)
+        loss = torch.zeros((), device=self.device)
+        for name, part, share in parts:
+            part_loss = self._head_loss if name == "task" and self.head is not None else self._lm_loss
+            loss = loss + part_loss(part) * share
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(loss.item(), self.global_step)
-        self.tokens_seen += int(batch["attention_mask"].sum())
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.tokens_seen += n_tokens
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_rows)
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ftdyn import results
-from ftdyn.report import collect, figures, tables
+from ftdyn.report import collect, figures, findings, mrc, tables
 from ftdyn.report.html import Section, page
 from ftdyn.report.wandb_log import log_tables
 
@@ -24,12 +24,16 @@ LEGEND = ("before → after fine-tuning. in-domain, out-of-domain: acc (rougeL f
 
 
 def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], out: Path,
-                     seed: int = 0) -> list[Section]:
-    """Every derived table of the report with its figure (drawn into `out`)."""
+                     seed: int = 0, skip_steps: int | None = None) -> list[Section]:
+    """Every derived table of the report with its figure (drawn into `out`). The forgetting laws
+    leave each run's first steps out (`tables.law_points`, `skip_steps`)."""
+    table, interpolated = tables.split_interpolation(table)  # WiSE-FT rows: their own sections only
     ba = tables.before_after(table, examples, seed)
-    changes = tables.cross_task_changes(table, kinds)
-    mrc, points = tables.mrc(changes), tables.in_loop(table)
+    changes = mrc.cross_task_changes(table, kinds)
+    transfer, points = mrc.mrc(changes), tables.law_points(tables.in_loop(table), skip_steps)
     law, laws = tables.forgetting_law(points), tables.power_laws(points)
+    skipped = (f"the first {skip_steps} steps of each run left out" if skip_steps is not None else
+               "each run's first 50/260 of its steps left out, as Kalajdzievski leaves out 50 of 260")
     summary = tables.run_summary(table)
     replay, methods = tables.replay(summary), tables.methods(summary)
     bins = tables.reliability(table, examples)
@@ -45,24 +49,25 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "Score across pre-training checkpoints (log x), before dashed / after solid, per eval set."),
         Section("mrc", "Cross-task change (MRC)",
                 "MRC_i(t): mean over the other tasks' eval sets d of (Perf_t(d) - Perf_BASE(d)) / Perf_BASE(d), "
-                "Perf_BASE the same job's before stage (acc or rougeL).", mrc,
-                "needs cross_task rows (eval.cross_tasks)", figures.mrc_heatmap(mrc, out),
+                "Perf_BASE the same job's before stage (acc or rougeL), per prompt format. Undefined (empty, "
+                "with the reason in `undefined`) where a set's base scored 0 or its stages' shots differ.", transfer,
+                "needs cross_task rows (eval.cross_tasks)", figures.mrc_heatmap(transfer, out),
                 "MRC per training task x checkpoint; red: fine-tuning hurt the other tasks."),
-        Section("mrc_directions", "Cross-task change by task kind",
-                "Mean relative change over checkpoints and (train task, eval task) pairs, by kind: "
-                "Amuro & Char's classification -> generation and generation -> classification.",
-                tables.mrc_directions(changes), "needs cross_task rows (eval.cross_tasks)"),
+        *_direction_sections(changes),
         Section("forgetting_law", "Forgetting vs fine-tuning loss",
-                "Least-squares line forget_ce = -c * train_loss + s per training task over in-loop steps "
-                "(Kalajdzievski's L_f: cross-entropy to the base model's soft next-token targets).", law,
+                "Least-squares line forget_ce = -c * train_loss + s per training task over in-loop steps, every "
+                f"rank pooled, {skipped} (Kalajdzievski's Eq. 4; L_f: cross-entropy to the base model's soft "
+                "next-token targets).", law,
                 "needs in-loop rows (eval.every_n_steps > 0)", figures.forgetting_vs_loss(points, law, out),
                 "In-loop (fine-tuning loss, forgetting) points and the fitted line per task."),
-        Section("power_laws", "Shifted power laws in parameters and steps",
-                "L(P, N) = s + a * P^alpha * (N + b)^beta fitted in log space to train_loss and forget_ce over "
-                "LoRA ranks (P trainable parameters, N steps); ftdyn's form, the paper's Eq. 5-6 were unavailable.",
+        Section("power_laws", "Joint laws in parameters and steps",
+                "Fitted to train_loss and forget_ce over LoRA ranks (P trainable parameters, N steps), "
+                f"{skipped}: law=additive is Kalajdzievski's Eq. 5-6, L = c((a/P)^alpha + (b/N)^beta)^rho + s "
+                "(least squares on L; a, b, c are identified only together, shown with |c| = 1); law=product is "
+                "ftdyn's own, L = s + a P^alpha (N + b)^beta (fitted on log L).",
                 laws, "needs LoRA jobs at >= 2 ranks with in-loop rows (eval.every_n_steps > 0)",
                 figures.power_law_curves(points, laws, out),
-                "Loss against step per LoRA rank (points) with the fitted power law (lines)."),
+                "Loss against step per LoRA rank (points fitted) with each fitted joint law (lines)."),
         Section("replay", "Replay rate", "In-domain gain (after - before, acc or rougeL) and forgetting "
                 "(forget_kl after) per share of pre-training text in each batch.", replay,
                 "needs >= 2 replay rates (replay.rate)", figures.replay_curves(replay, out),
@@ -77,13 +82,14 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "in-domain sets); the method comparison's ECE/MCE bars summarise calibration",
                 figures.reliability_diagrams(bins, out),
                 "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
+        *diagnostic_sections(table, interpolated, tables.in_loop(table), out),  # every step, none skipped
     ]
     if toy_table.empty:  # a language-model sweep: no section for the toy
         return sections
     return sections + [
         Section("gaussians", "The two-Gaussians toy", "Per MLP width x depth x replay rate, after fine-tuning: "
                 "mean prediction and squared error on X1 (target moved 0 -> -0.2), mean prediction and drift "
-                "(after - before) on X2 (target 1, never trained on), and with eval.ntk the NTK's predicted X2 "
+                "(after - before) on X2 (target 1, never trained on), and with ntk_change the NTK's predicted X2 "
                 "drift (kernel at the current / frozen weights, the replay rows' part) and its correlation with "
                 "the actual per-step change.", toy_table, "needs two-Gaussians runs (model=mlp task=two_gaussians)",
                 figures.gaussians_drift(toy_table, out),
@@ -91,7 +97,66 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
     ]
 
 
-def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFrame, list[collect.Job]]:
+def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points: pd.DataFrame,
+                        out: Path) -> list[Section]:
+    """Inside the run (docs/diagnostics.md): the LP-FT diagnostics per method, the NTK spectra,
+    and WiSE-FT's learning-forgetting frontier. They are opt-in (eval.diagnostics, eval.interpolate),
+    so a section shows only when some job measured it, rather than a 'missing' note on every page."""
+    diag, front = tables.diagnostics(table), tables.frontier(interpolated)
+    sections = [
+        Section("diagnostics", "Features, head and kernel (LP-FT diagnostics)",
+                "Per method: classifier norm ||V||_F at the end; feature change against the start checkpoint on the "
+                "probe set (mean cosine, mean norm of the difference); Fisher ratio before / after; the NTK split at "
+                "the start of backbone training (Frobenius norms of P and F; FT ratio, FT share of the loss decrease).",
+                diag, "needs eval.diagnostics (features, ntk) on head methods", figures.diagnostic_bars(diag, out),
+                "Classifier norm, feature change and FT ratio per method (Tomihari & Sato: LP-FT keeps features "
+                "closer and grows the head more than FT)."),
+        Section("classifier_norm", "Classifier norm along training", "||V||_F at every in-loop step.",
+                points[[c for c in points if c in ("task", "ckpt_step", "method", "run_key", "step",
+                                                    "classifier_norm")]].dropna(subset=["classifier_norm"])
+                if "classifier_norm" in points else pd.DataFrame(),
+                "needs eval.diagnostics=[head_norm] and eval.every_n_steps > 0", figures.head_norm_curves(points, out),
+                "Classifier norm against step, per method."),
+        Section("ntk_spectra", "NTK spectra", "Singular values of the pre-train-effective (ntk_pre) and "
+                "FT-effective (ntk_ft) parts, each over its largest, per method.", tables.ntk_spectra(table),
+                "needs eval.diagnostics=[ntk] on head methods"),
+        Section("frontier", "WiSE-FT: learning-forgetting frontier",
+                "theta_a = (1 - a) theta_0 + a theta_ft per a of eval.interpolate: in-domain and OOD score, "
+                "forget_kl, held-out loss (the head keeps its fine-tuned weights; LoRA: merged).", front,
+                "needs eval.interpolate", figures.frontier_curves(front, out),
+                "In-domain score against forgetting as a goes 0 -> 1, per method."),
+    ]
+    return [section for section in sections if not section.table.empty]
+
+
+def _direction_sections(changes: pd.DataFrame) -> list[Section]:
+    """Amuro & Char's direction averages in the default prompt format, then one table per other format."""
+    sections = []
+    for fmt in [mrc.DEFAULT_FORMAT] + [f for f in mrc.formats(changes) if f != mrc.DEFAULT_FORMAT]:
+        suffix = "" if fmt == mrc.DEFAULT_FORMAT else f"_{fmt}"
+        sections.append(Section(
+            f"mrc_directions{suffix}", f"Cross-task change by task kind ({fmt} format)",
+            f"Mean relative change by kind (Amuro & Char's classification -> generation and generation -> "
+            f"classification) in the {fmt} prompt format, over every (checkpoint, train task, eval set) entry; "
+            "ckpt_<step>: the mean at that checkpoint. Undefined where an entry is (see `undefined`).",
+            mrc.mrc_directions(changes, fmt), f"needs cross_task rows in the {fmt} format (eval.cross_tasks)"))
+    return sections
+
+
+def findings_section(table: pd.DataFrame, kinds: dict[str, str]) -> Section:
+    """The source papers' findings with ftdyn's number, interval across seeds and verdict (findings.py)."""
+    found = findings.findings(table, kinds)
+    seeds = int(table["seed"].nunique()) if "seed" in table else 0
+    missing = "" if seeds >= 2 else f" This sweep ran {seeds} seed(s): intervals are missing, so every " \
+                                     "verdict is inconclusive (run seed=0,1,2)."
+    return Section("findings", "Findings", "Each claim of a source paper, the statistic ftdyn computes for it per "
+                   "fine-tuning seed, its mean and 95% Student-t interval across seeds, and the verdict by the "
+                   "rule beside it. A finding the sweep cannot compute says what it needs." + missing,
+                   found, "no rows")
+
+
+def build_report(dirs: list[Path], out: Path, seed: int = 0,
+                 skip_steps: int | None = None) -> tuple[pd.DataFrame, list[collect.Job]]:
     """Write the whole report for `dirs` into `out`; return the results table and the jobs kept."""
     jobs = collect.one_per_run_key(collect.find_jobs(dirs))
     table = collect.read_results(jobs)
@@ -104,8 +169,10 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFra
     collect.write_csv(job_table, out / "jobs.csv")
     finished = [j for j in jobs if j.status == "finished"]
     kinds = {(j.config.get("task") or {}).get("name"): (j.config.get("task") or {}).get("kind") for j in jobs}
-    sections = derived_sections(table[table["status"] == "finished"], collect.read_examples(finished),
-                                {k: v for k, v in kinds.items() if k and v}, out, seed)
+    kinds = {k: v for k, v in kinds.items() if k and v}
+    done = table[table["status"] == "finished"]
+    sections = [findings_section(done, kinds),
+                *derived_sections(done, collect.read_examples(finished), kinds, out, seed, skip_steps)]
     for section in sections:
         if not section.table.empty:
             collect.write_csv(section.table, out / f"{section.name}.csv")
@@ -115,7 +182,7 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0) -> tuple[pd.DataFra
     counts = ", ".join(f"{n} {status}" for status, n in job_table["status"].value_counts().items())
     intro = [f"Sweeps: {', '.join(str(Path(d).resolve()) for d in dirs)}",
              f"Jobs: {counts}. Derived tables use finished jobs; results.parquet / results.csv hold every row."]
-    results.write_atomic(out / "index.html", page("ftdyn report", intro, [jobs_section, *sections]))
+    results.write_atomic(out / "index.html", page("ftdyn report", intro, [sections[0], jobs_section, *sections[1:]]))
     if "wandb" in collect.job_kinds(jobs):
         project = next((j.config["logger"].get("project") for j in jobs
                         if (j.config.get("logger") or {}).get("project")), "ftdyn")
@@ -145,11 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories (job directories under them)")
     parser.add_argument("--out", type=Path, help="report directory (default: <first sweep>/report)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--skip-steps", type=int, default=None,
+                        help="first steps of each run the forgetting laws leave out (default: 50/260 of "
+                             "the run's steps, as Kalajdzievski; 0 keeps every step)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.dirs[0] / "report"
-    table, jobs = build_report(args.dirs, out, args.seed)
-    headline = tables.headline(table[table["status"] == "finished"])
+    table, jobs = build_report(args.dirs, out, args.seed, args.skip_steps)
+    headline = tables.headline(tables.split_interpolation(table[table["status"] == "finished"])[0])
     print(LEGEND if not headline.empty else "no finished job: nothing to compare before and after")
     if not headline.empty:
         print(console_table(headline))

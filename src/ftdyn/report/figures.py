@@ -91,12 +91,17 @@ def mrc_heatmap(mrc: pd.DataFrame, out: Path) -> str | None:
     if mrc.empty:
         return None
     mrc, note = one_design(mrc)
-    grid = mrc.pivot_table(index="task", columns="ckpt_step", values="mrc", aggfunc="mean")
+    grid = mrc.pivot_table(index="task", columns="ckpt_step", values="mrc", aggfunc="mean", dropna=False)
+    if grid.isna().all().all():  # every entry undefined (ftdyn.report.mrc): the table says why
+        return None
+    cells = set(zip(mrc["task"], mrc["ckpt_step"]))
     fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.6 * grid.shape[0] + 1.8))
     bound = max(float(np.nanmax(np.abs(grid.values))), 1e-9)
     image = ax.imshow(grid.values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for (r, c), value in np.ndenumerate(grid.values):
-        ax.text(c, r, f"{value:+.0%}" if np.isfinite(value) else "", ha="center", va="center", fontsize=8)
+        ran = (grid.index[r], grid.columns[c]) in cells  # a cell no job ran stays blank
+        label = f"{value:+.0%}" if np.isfinite(value) else "undefined" if ran else ""
+        ax.text(c, r, label, ha="center", va="center", fontsize=8)
     ax.set_xticks(range(grid.shape[1]), grid.columns)
     ax.set_yticks(range(grid.shape[0]), grid.index)
     ax.set(xlabel="checkpoint", ylabel="trained on", title=f"mean relative change on other tasks{note}")
@@ -131,14 +136,13 @@ def power_law_curves(points: pd.DataFrame, laws: pd.DataFrame, out: Path) -> str
         for i, (rank, r) in enumerate(g.groupby("lora_rank")):
             ax.scatter(r["step"], r[fit["metric"]], s=10, color=f"C{i}", alpha=0.6)
             steps = np.linspace(r["step"].min(), r["step"].max(), 100)
-            params = {k: fit[k] for k in fits.POWER_LAW_PARAMS}
-            ax.plot(steps, fits.power_law(r["trainable_params"].iloc[0], steps, **params), color=f"C{i}",
+            ax.plot(steps, fits.joint_law_curve(fit, r["trainable_params"].iloc[0], steps), color=f"C{i}",
                     label=f"rank {int(rank)} (P={int(r['trainable_params'].iloc[0]):,})")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set(xlabel="step N", ylabel=fit["metric"],
-               title=f"{fit['task']} {fit['metric']}: R²={fit['r2']:.3f}")
+               title=f"{fit['task']} {fit['metric']}, {fit.get('law', 'product')} law: R²={fit['r2']:.3f}")
         ax.legend(fontsize=7)
     return _save(fig, out, "power_law_curves")
 
@@ -203,9 +207,76 @@ def reliability_diagrams(bins: pd.DataFrame, out: Path) -> str | None:
     return _save(fig, out, "reliability_diagrams")
 
 
+# --- Inside the run: LP-FT diagnostics and WiSE-FT (docs/diagnostics.md)
+
+DIAGNOSTIC_PANELS = (("classifier_norm", "classifier norm ||V||_F (end)"),
+                     ("feature_diff", "feature change: mean ||phi_ft - phi_0||"),
+                     ("ft_ratio", "FT ratio (Tomihari & Sato)"))
+
+
+def diagnostic_bars(diag: pd.DataFrame, out: Path) -> str | None:
+    """Tomihari & Sato's comparison: per method, the classifier norm at the end, the feature change
+    and the FT ratio, one bar per task x checkpoint (a mean over the other design columns)."""
+    panels = [(c, title) for c, title in DIAGNOSTIC_PANELS if not diag.empty and c in diag and diag[c].notna().any()]
+    if not panels:
+        return None
+    cells = diag.groupby(["task", "ckpt_step", "method"], dropna=False).mean(numeric_only=True).reset_index()
+    methods = sorted(cells["method"].unique())
+    groups = list(cells.groupby(["task", "ckpt_step"]))
+    fig, axes = _panels(len(panels), width=4.6)
+    width = 0.8 / max(len(groups), 1)
+    for ax, (column, title) in zip(axes, panels):
+        for i, ((task, ckpt), g) in enumerate(groups):
+            values = g.set_index("method").reindex(methods)[column]
+            ax.bar(np.arange(len(methods)) + i * width, values, width, color=f"C{i}", label=f"{task} @ {ckpt}")
+        ax.set_xticks(np.arange(len(methods)) + width * (len(groups) - 1) / 2, methods)
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "diagnostics")
+
+
+def head_norm_curves(points: pd.DataFrame, out: Path) -> str | None:
+    """The classifier norm along training (in-loop steps), one line per method, one panel per task."""
+    if points.empty or "classifier_norm" not in points or points["classifier_norm"].isna().all():
+        return None
+    rows = points.dropna(subset=["classifier_norm"])
+    tasks = sorted(rows["task"].unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        for i, (method, g) in enumerate(rows[rows["task"] == task].groupby("method")):
+            curve = g.groupby("step")["classifier_norm"].mean()
+            ax.plot(curve.index, curve.values, marker=".", color=f"C{i}", label=method)
+        ax.set_title(task)
+        ax.set_xlabel("step")
+        ax.set_ylabel("classifier norm ||V||_F")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "classifier_norm")
+
+
+def frontier_curves(front: pd.DataFrame, out: Path) -> str | None:
+    """WiSE-FT's learning-forgetting frontier: in-domain score against forgetting (forget_kl) as
+    alpha goes from 0 (the start) to 1 (fine-tuned), one line per method (x checkpoint), one panel per task."""
+    if front.empty or not {"in_domain", "forget_kl"} <= set(front):
+        return None
+    tasks = sorted(front["task"].unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        lines = front[front["task"] == task].groupby(["method", "ckpt_step"])
+        for i, ((method, ckpt), g) in enumerate(lines):
+            g = g.groupby("alpha")[["forget_kl", "in_domain"]].mean().reset_index()
+            label = method if front["ckpt_step"].nunique() < 2 else f"{method} @ {ckpt}"
+            ax.plot(g["forget_kl"], g["in_domain"], marker="o", color=f"C{i}", label=label)
+            for _, p in g.iloc[[0, -1]].iterrows():
+                ax.annotate(f"a={p['alpha']:g}", (p["forget_kl"], p["in_domain"]), fontsize=6)
+        ax.set_title(task)
+        ax.set_xlabel("forgetting: forget_kl")
+        ax.set_ylabel("in-domain score")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "frontier")
+
 def gaussians_drift(toy: pd.DataFrame, out: Path) -> str | None:
     """The two-Gaussians toy: X2's drift (forgetting) and X1's error against the replay rate, one
-    colour per width, one line style per depth; crosses: the NTK's predicted drift (eval.ntk)."""
+    colour per width, one line style per depth; crosses: the NTK's predicted drift (ntk_change)."""
     if toy.empty or toy["replay_rate"].nunique() < 2:
         return None
     fig, axes = _panels(2)

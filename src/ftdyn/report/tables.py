@@ -3,7 +3,10 @@
 Every function takes the combined results table (one row per measurement, `collect.read_results`)
 and returns a DataFrame, empty when the sweep lacks what it needs. Design columns (method, LoRA
 rank, replay rate, prompt format) become keys only where the sweep varies them; repeated runs of
-a cell (seeds) are averaged.
+a cell (seeds) are averaged. A before and an after score are compared only when both were scored
+with the same number of demonstrations (`shots`): the before/after table keys on it, the
+headline splits a row where they differ, and a gain across different shots is left empty.
+Cross-task change and MRC are `ftdyn.report.mrc`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ CALIBRATION = ["ece", "mce", "ece_ts", "mce_ts"]
 #: The headline measurements, each a mean over a run's sets of one kind: column -> (split kind, metrics)
 HEADLINE = {"in-domain": ("in_domain", PRIMARY), "out-of-domain": ("out_of_domain", PRIMARY),
             "probe": ("probe", ("acc",)), "held-out loss": ("pretrain", ("pretrain_loss",))}
+FEWSHOT_KINDS = ("in_domain", "out_of_domain", "cross_task")  #: split kinds whose prompts carry demonstrations
+EXAMPLE_KEYS = ["run_key", "eval_set", "split_kind", "stage", "prompt", "metric"]  #: an examples.jsonl line's row
+
+
+def with_shots(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with a `shots` column: results written before rows carried one get NaN (unknown),
+    which compares equal to itself, so such a sweep reads as it did."""
+    return table if table.empty or "shots" in table else table.assign(shots=np.nan)
 
 
 def varying(table: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -45,13 +56,14 @@ def _wide(rows: pd.DataFrame, keys: list[str], column: str = "stage") -> pd.Data
 def before_after(table: pd.DataFrame, examples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Before/after per checkpoint x task x eval set x metric (x varied design), with bootstrap
     95% intervals `<stage>_lo`, `<stage>_hi` where per-example scores exist (examples.jsonl)."""
-    scored = table[table["stage"].isin(["before", "after"])]
+    scored = with_shots(table[table["stage"].isin(["before", "after"])])
     if scored.empty:
         return pd.DataFrame()
-    keys = ["task", "ckpt_step", *varying(scored, DESIGN), "split_kind", "eval_set", "metric"]
+    keys = ["task", "ckpt_step", *varying(scored, DESIGN), "shots", "split_kind", "eval_set", "metric"]
     wide = _wide(scored, keys)
     if not examples.empty:
-        wide = wide.merge(_intervals(scored, examples, keys, seed), on=keys, how="left")
+        wide = wide.merge(_intervals(scored, _examples_with_shots(examples, scored), keys, seed), on=keys,
+                          how="left")
     wide["kind_order"] = wide["split_kind"].map(KIND_ORDER)
     wide = wide.sort_values(["task", "ckpt_step", *keys[2:-3], "kind_order", "eval_set", "metric"])
     stages = [c for c in ("before", "before_lo", "before_hi", "after", "after_lo", "after_hi") if c in wide]
@@ -61,20 +73,35 @@ def before_after(table: pd.DataFrame, examples: pd.DataFrame, seed: int = 0) -> 
 def headline(table: pd.DataFrame) -> pd.DataFrame:
     """One row per checkpoint x task (x varied method, LoRA rank, replay rate): for each `HEADLINE`
     measurement, `<name> before` and `<name> after`, the mean over a run's sets of that kind, then
-    over runs. A measurement no job wrote has no columns. The table `python -m ftdyn.report` prints."""
-    scored = table[table["stage"].isin(["before", "after"])]
+    over runs. A measurement no job wrote has no columns. The table `python -m ftdyn.report` prints.
+
+    Where the task sets' shots differ (e.g. fewshot.k_after=0), `shots` is a key: a row per
+    number of demonstrations, so an after score never sits beside a before score of other shots.
+    The probe and held-out loss use no demonstrations and fill every such row alike.
+    """
+    scored = with_shots(table[table["stage"].isin(["before", "after"])])
     if scored.empty:
         return pd.DataFrame()
     keys = ["task", "ckpt_step", *varying(scored, [c for c in DESIGN if c != "prompt"])]
-    out = scored.drop_duplicates(keys)[keys].set_index(keys)
+    prompted = scored[scored["split_kind"].isin(FEWSHOT_KINDS)]
+    shots = ["shots"] if prompted["shots"].nunique(dropna=False) > 1 else []
+    out = (prompted if shots else scored).drop_duplicates(keys + shots)[keys + shots]
     for name, (split_kind, metrics) in HEADLINE.items():
         rows = scored[(scored["split_kind"] == split_kind) & scored["metric"].isin(metrics)]
         if rows.empty:
             continue
-        per_run = rows.groupby([*keys, "run_key", "stage"], dropna=False)["value"].mean()
-        wide = per_run.groupby([*keys, "stage"], dropna=False).mean().unstack("stage")
-        out = out.join(wide.reindex(columns=["before", "after"]).add_prefix(f"{name} "), how="left")
-    return out.reset_index().sort_values(keys, kind="stable").reset_index(drop=True)
+        by = keys + (shots if split_kind in FEWSHOT_KINDS else [])
+        per_run = rows.groupby([*by, "run_key", "stage"], dropna=False)["value"].mean()
+        wide = per_run.groupby([*by, "stage"], dropna=False).mean().unstack("stage")
+        wide = wide.reindex(columns=["before", "after"]).add_prefix(f"{name} ").reset_index()
+        out = out.merge(wide, on=by, how="left")
+    return out.sort_values(keys + shots, kind="stable").reset_index(drop=True)
+
+
+def _examples_with_shots(examples: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """examples.jsonl lines with the shots of the result row each belongs to."""
+    shots = scored.drop_duplicates(EXAMPLE_KEYS)[[*EXAMPLE_KEYS, "shots"]]
+    return examples.drop(columns="shots", errors="ignore").merge(shots, on=EXAMPLE_KEYS, how="left")
 
 
 def _intervals(scored: pd.DataFrame, examples: pd.DataFrame, keys: list[str], seed: int) -> pd.DataFrame:
@@ -105,47 +132,6 @@ def task_kind(name: str, known: dict[str, str]) -> str | None:
     return OmegaConf.load(path).get("kind") if path.exists() else None
 
 
-def cross_task_changes(table: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
-    """Per run x cross-task eval set: (after - before) / before of its score (acc or rougeL)."""
-    cross = table[(table["split_kind"] == "cross_task") & table["metric"].isin(PRIMARY)
-                  & table["stage"].isin(["before", "after"])]
-    if cross.empty:
-        return pd.DataFrame()
-    design = varying(table[table["stage"].isin(["before", "after"])], DESIGN)
-    per = _wide(cross, ["run_key", "ckpt_step", "task", *design, "eval_set", "metric"])
-    per = per.dropna(subset=["before", "after"])
-    per["eval_task"] = per["eval_set"].str.split("/").str[0]
-    per = per[per["eval_task"] != per["task"]]
-    zero = per["before"] == 0
-    if zero.any():
-        log.warning("MRC: %d cross-task sets score 0 before fine-tuning; their ratio is undefined, left out",
-                    int(zero.sum()))
-    per["change"] = (per["after"] - per["before"]) / per["before"].where(~zero)
-    per["train_kind"] = per["task"].map(lambda t: task_kind(t, kinds))
-    per["eval_kind"] = per["eval_task"].map(lambda t: task_kind(t, kinds))
-    return per.reset_index(drop=True)
-
-
-def mrc(changes: pd.DataFrame) -> pd.DataFrame:
-    """MRC_i(t): mean relative change over the other tasks' eval sets, per checkpoint i x task t."""
-    if changes.empty:
-        return pd.DataFrame()
-    design = [c for c in DESIGN if c in changes]
-    return (changes.groupby(["ckpt_step", "task", *design], dropna=False)["change"]
-            .agg(mrc="mean", n_sets="count").reset_index())
-
-
-def mrc_directions(changes: pd.DataFrame) -> pd.DataFrame:
-    """Mean relative change per (training task kind -> eval task kind), over checkpoints and pairs:
-    Amuro & Char's classification -> generation and generation -> classification averages."""
-    if changes.empty:
-        return pd.DataFrame()
-    out = (changes.groupby(["train_kind", "eval_kind"])["change"].agg(mean_change="mean", n="count")
-           .reset_index())
-    out.insert(0, "direction", out["train_kind"] + " -> " + out["eval_kind"])
-    return out
-
-
 def in_loop(table: pd.DataFrame) -> pd.DataFrame:
     """One line per run x in-loop step: step, train_loss, forget_ce, forget_kl, pretrain_loss,
     with the run's task, method, LoRA rank and trainable parameters."""
@@ -158,6 +144,17 @@ def in_loop(table: pd.DataFrame) -> pd.DataFrame:
     wide = wide.merge(params.groupby("run_key")["value"].first().rename("trainable_params"), on="run_key",
                       how="left")
     return wide.drop(columns="stage").sort_values(["task", "run_key", "step"]).reset_index(drop=True)
+
+
+def law_points(points: pd.DataFrame, skip_steps: int | None = None) -> pd.DataFrame:
+    """The in-loop points the forgetting laws are fitted to: each run's points after its first
+    `fits.skipped_steps` steps (the paper's 50 of 260, scaled to the run's last in-loop step,
+    unless `skip_steps` is given)."""
+    if points.empty:
+        return points
+    run_steps = points.groupby("run_key")["step"].transform("max")
+    skipped = run_steps.map(lambda n: fits.skipped_steps(int(n), skip_steps))
+    return points[points["step"] > skipped].reset_index(drop=True)
 
 
 def forgetting_law(points: pd.DataFrame) -> pd.DataFrame:
@@ -174,9 +171,13 @@ def forgetting_law(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+JOINT_FITS = {"additive": fits.fit_additive_law, "product": fits.fit_power_law}
+
+
 def power_laws(points: pd.DataFrame) -> pd.DataFrame:
-    """Shifted power law (fits.power_law) of train_loss and forget_ce in trainable parameters P and
-    step N, per training task, over LoRA runs (lora_rank set) at >= 2 ranks."""
+    """Joint laws (fits.JOINT_LAWS: Kalajdzievski's additive form, and ftdyn's own product form)
+    of train_loss and forget_ce in trainable parameters P and step N, per training task, over
+    LoRA runs (lora_rank set) at >= 2 ranks; `law` names the form, `form` labels it."""
     if points.empty or "lora_rank" not in points:
         return pd.DataFrame()
     lora = points[points["lora_rank"].notna() & points["trainable_params"].notna()]
@@ -184,12 +185,14 @@ def power_laws(points: pd.DataFrame) -> pd.DataFrame:
     for task, group in lora.groupby("task"):
         for metric in ("train_loss", FORGET):
             data = group.dropna(subset=[metric])
-            try:
-                fit = fits.fit_power_law(data["trainable_params"], data["step"], data[metric])
-            except ValueError as err:  # listed, so a missing fit is explained in the report
-                log.warning("power law of %s on %s: %s", metric, task, err)
-                fit = {"note": str(err)}
-            out.append({"task": task, "metric": metric, "ranks": int(data["lora_rank"].nunique()), **fit})
+            for law, fit_law in JOINT_FITS.items():
+                try:
+                    fit = fit_law(data["trainable_params"], data["step"], data[metric])
+                except ValueError as err:  # listed, so a missing fit is explained in the report
+                    log.warning("%s law of %s on %s: %s", law, metric, task, err)
+                    fit = {"note": str(err)}
+                out.append({"task": task, "metric": metric, "law": law, "form": fits.JOINT_LAWS[law][0],
+                            "ranks": int(data["lora_rank"].nunique()), **fit})
     return pd.DataFrame(out)
 
 
@@ -199,19 +202,24 @@ def _per_run(table: pd.DataFrame, rows: pd.Series, name: str) -> pd.Series:
 
 
 def run_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per finished run: in-domain and OOD score before and after, forgetting, calibration."""
+    """One line per finished run: in-domain and OOD score before and after, forgetting, calibration.
+    `in_domain_gain` (after - before) is empty where the two stages' shots differ."""
+    table = with_shots(table)
     runs = table[table["stage"] == "after"].drop_duplicates("run_key")[
         ["run_key", "task", "ckpt_step", "method", "lora_rank", "replay_rate"]].set_index("run_key")
     primary, stage = table["metric"].isin(PRIMARY), table["stage"]
     indomain, ood = table["split_kind"] == "in_domain", table["split_kind"] == "out_of_domain"
     parts = [_per_run(table, primary & indomain & (stage == s), f"in_domain_{s}") for s in ("before", "after")]
+    parts += [table[primary & indomain & (stage == s)].groupby("run_key")["shots"].first().rename(f"shots_{s}")
+              for s in ("before", "after")]
     parts.append(_per_run(table, primary & ood & (stage == "after"), "ood_after"))
     parts.append(_per_run(table, (table["metric"] == "forget_kl") & (stage == "after"), "forget_kl"))
     parts.append(_per_run(table, (table["metric"] == "trainable_params") & (stage == "run"), "trainable_params"))
     parts += [_per_run(table, (table["metric"] == m) & indomain & (stage == s), f"{m}_{s}")
               for s in ("before", "after") for m in CALIBRATION]
     out = runs.join(parts, how="left").reset_index()
-    out["in_domain_gain"] = out["in_domain_after"] - out["in_domain_before"]
+    same = (out["shots_before"] == out["shots_after"]) | (out["shots_before"].isna() & out["shots_after"].isna())
+    out["in_domain_gain"] = (out["in_domain_after"] - out["in_domain_before"]).where(same)
     return out
 
 
@@ -263,6 +271,74 @@ def reliability(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+# --- Inside the run: LP-FT diagnostics and WiSE-FT (eval.diagnostics, eval.interpolate; docs/diagnostics.md)
+
+#: per run: diagnostic column -> (stage, eval_set, metric) of its row
+DIAGNOSTICS = {"feature_cos": ("after", "features", "feature_cos"),
+               "feature_diff": ("after", "features", "feature_diff"),
+               "fisher_before": ("before", "features", "fisher_ratio"),
+               "fisher_after": ("after", "features", "fisher_ratio"),
+               "ft_ratio": ("before", "ntk", "ft_ratio"), "ft_share": ("before", "ntk", "ft_share"),
+               "ntk_pre_fro": ("before", "ntk", "ntk_pre_fro"), "ntk_ft_fro": ("before", "ntk", "ntk_ft_fro")}
+
+
+def split_interpolation(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of the runs as they ran, WiSE-FT rows): rows with an `alpha` are the interpolated
+    models' `after` evaluations, which every other table must not average in with the real `after`."""
+    if "alpha" not in table:
+        return table, table.iloc[0:0]
+    interpolated = table["alpha"].notna()
+    return table[~interpolated], table[interpolated]
+
+
+def diagnostics(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task x checkpoint x method (x varied rank, replay rate): the classifier norm at the end
+    (the final stage's `classifier_norm_<stage>` fact), feature change and Fisher ratio, NTK split;
+    a mean over runs (seeds). Empty when no run measured a diagnostic."""
+    stage, metric = table["stage"], table["metric"]
+    parts = [_per_run(table, (stage == s) & (table["eval_set"] == e) & (metric == m), name)
+             for name, (s, e, m) in DIAGNOSTICS.items()]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame()
+    norms = table[(stage == "run") & metric.astype(str).str.startswith("classifier_norm_")]
+    parts.insert(0, norms.groupby("run_key")["value"].last().rename("classifier_norm"))  # facts: stages in order
+    keys = ["task", "ckpt_step", "method", *varying(table, ["lora_rank", "replay_rate"])]
+    runs = table.drop_duplicates("run_key").set_index("run_key")[keys]
+    joined = runs.join(parts, how="inner").dropna(how="all", subset=[p.name for p in parts])
+    return joined.groupby(keys, dropna=False).mean(numeric_only=True).reset_index()
+
+
+def frontier(interpolated: pd.DataFrame) -> pd.DataFrame:
+    """WiSE-FT's learning-forgetting frontier: per task x checkpoint x method (x varied rank, replay
+    rate) x alpha, the in-domain score (acc or rougeL, mean over the task's in-domain sets), the
+    out-of-domain score and forgetting (forget_kl on held-out pre-training text)."""
+    if interpolated.empty:
+        return pd.DataFrame()
+    kind, metric = interpolated["split_kind"], interpolated["metric"]
+    keys = ["task", "ckpt_step", "method", *varying(interpolated, ["lora_rank", "replay_rate"]), "alpha"]
+    columns = {"in_domain": (kind == "in_domain") & metric.isin(PRIMARY),
+               "out_of_domain": (kind == "out_of_domain") & metric.isin(PRIMARY),
+               "forget_kl": metric == "forget_kl", "pretrain_loss": metric == "pretrain_loss"}
+    per_run = [interpolated[rows].groupby([*keys, "run_key"], dropna=False)["value"].mean().rename(name)
+               for name, rows in columns.items() if rows.any()]
+    wide = pd.concat(per_run, axis=1).groupby(keys, dropna=False).mean()
+    return wide.reset_index().sort_values(keys).reset_index(drop=True)
+
+
+def ntk_spectra(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method x kernel (ntk_pre, ntk_ft) x index: the singular values of the NTK split's parts,
+    each normalised by the part's largest (Tomihari & Sato's Table 9), a mean over runs."""
+    rows = table[(table["eval_set"] == "ntk") & table["metric"].astype(str).str.contains("_sv_")]
+    if rows.empty:
+        return pd.DataFrame()
+    parts = rows["metric"].str.extract(r"^(?P<kernel>.+)_sv_(?P<index>\d+)$")
+    rows = rows.assign(kernel=parts["kernel"], index=parts["index"].astype(int))
+    top = rows.groupby(["run_key", "kernel"])["value"].transform("max")
+    rows = rows.assign(normalised=(rows["value"] / top.where(top > 0)).fillna(0.0))
+    return (rows.groupby(["method", "kernel", "index"])["normalised"].mean().reset_index()
+            .sort_values(["method", "kernel", "index"]).reset_index(drop=True))
+
 #: the two-Gaussians toy's columns, after fine-tuning: `<eval set>_<metric>` (ftdyn.toy)
 GAUSSIANS = ("x1_pred", "x1_mse", "x2_pred", "x2_drift", "x2_ntk_pred_change", "x2_ntk_pred_change_k0",
              "x2_ntk_pred_change_replay", "x2_ntk_corr", "x1_ntk_corr")
@@ -271,7 +347,7 @@ GAUSSIANS = ("x1_pred", "x1_mse", "x2_pred", "x2_drift", "x2_ntk_pred_change", "
 def gaussians(table: pd.DataFrame) -> pd.DataFrame:
     """The two-Gaussians toy per width x depth x replay rate: the fit on X1 and the prediction and
     drift on X2 after fine-tuning, and the NTK's prediction of that drift where traced
-    (eval.ntk); toy runs are those with `width` run facts, repeated seeds averaged."""
+    (eval.diagnostics=[ntk_change]); toy runs are those with `width` run facts, repeated seeds averaged."""
     facts = table[(table["stage"] == "run") & table["metric"].isin(["width", "depth"])]
     if facts.empty:
         return pd.DataFrame()

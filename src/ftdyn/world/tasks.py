@@ -19,6 +19,14 @@ about the other half, so fine-tuning teaches the format, never the answers. `syn
 (instruction -> response pairs: questions about train-half facts, reading a stated fact,
 summaries) is the Tulu of tinyworld, scored on syn_mc's sets. Both have no `ood_entities` set:
 unseen people have no facts to ask about.
+
+`syn_qa` and `syn_cloze` are knowledge tasks over the same true facts, classified over the
+attribute's values: `syn_qa` asks a question ("Where does Maya live?" -> Oslo), `syn_cloze`
+completes a statement in the corpus's own phrasing ("Maya lives in" -> Oslo). Both train on the
+facts of `qa_people` (the people a `model.pretrain.qa_share` corpus asks questions about) and are
+tested on the other people's, whose answers only pre-training text states: only a checkpoint
+that stored those facts extractably can gain. Their splits are every fact once per phrasing
+(60 per set with the default world); the train split repeats its facts in shuffled passes.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import hashlib
 import random
 from collections.abc import Callable
 
-from ftdyn.world.corpus import fact_sentence
+from ftdyn.world.corpus import fact_sentence, qa_people
 from ftdyn.world.entities import (ATTRIBUTES, JOB_RULES, OBJECTS, STORY_PEOPLE, UNSEEN_PEOPLE, VALUES, World,
                                   random_person_facts)
 from ftdyn.world.templates import (ANSWER, CLOZE, EVENTS, EVENTS_TASK_TRAIN, FACT, NEGATED, QUESTION, RULE_QUESTION,
@@ -175,6 +183,55 @@ def _instruct(d: _Draw, label: None) -> dict:
     return {"instruction": instruction, "response": response}
 
 
+def _cloze(template: str, person: str) -> str:
+    """A FACT phrasing up to its value: "{p} lives in {v}." -> "Maya lives in"."""
+    return template.split(" {v}")[0].format(p=person)
+
+
+#: the knowledge tasks: how each asks for (person, attribute, phrasing), as an example without its answer
+FACT_TASKS: dict[str, Callable[[str, str, int], dict]] = {
+    "syn_qa": lambda p, a, i: {"question": QUESTION[a][i].format(p=p)},
+    "syn_cloze": lambda p, a, i: {"prompt": _cloze(FACT[a][i], p)},
+}
+_ANSWER_FIELD = {"syn_qa": "answer", "syn_cloze": "label"}  # the target field of each task's family (mc, probe)
+
+
+def fact_split_people(world: World, split: str) -> tuple[str, ...]:
+    """Whose facts a knowledge task's split asks about: train and validation the QA people,
+    test and ood_templates the others."""
+    if split == "ood_entities":
+        raise KeyError("split 'ood_entities': syn_qa and syn_cloze ask about true facts, which unseen people do "
+                       "not have; splits: train, validation, test, ood_templates")
+    if split not in SPLITS:
+        raise KeyError(f"unknown split {split!r}; allowed: {list(SPLITS[:-1])}")
+    asked = qa_people(world)
+    return asked if split in ("train", "validation") else tuple(p for p in world.people if p not in asked)
+
+
+def fact_items(world: World, task: str, split: str) -> list[dict]:
+    """Every fact of the split's people once per phrasing: train and test in the TASK_TRAIN
+    phrasings, validation and ood_templates in the held-out ones."""
+    phrasings = TASK_TRAIN if split in ("train", "test") else TASK_HELD_OUT
+    return [{**FACT_TASKS[task](p, a, i), "choices": list(VALUES[a]), _ANSWER_FIELD[task]: world.facts[p][a]}
+            for p in fact_split_people(world, split) for a in ATTRIBUTES for i in phrasings]
+
+
+def fact_examples(world: World, task: str, split: str, n: int, seed: int = 0,
+                  exclude: set[str] | None = None) -> list[dict]:
+    """`n` examples of a knowledge task's split: the train split repeats its facts in shuffled
+    passes (a few dozen facts give a few hundred steps); other splits hold each fact at most once."""
+    items = [e for e in fact_items(world, task, split) if example_key(e) not in (exclude or ())]
+    rng = random.Random(_seed(world.seed, task, split, seed))
+    if split != "train":
+        rng.shuffle(items)
+        return items[:n]
+    examples = []
+    while items and len(examples) < n:
+        rng.shuffle(items)
+        examples += items[:n - len(examples)]
+    return examples
+
+
 def probe_items(world: World) -> list[dict]:
     """The knowledge probe: every fact of the world as a cloze over its attribute's values."""
     return [{"prompt": CLOZE[a].format(p=p), "label": world.facts[p][a], "choices": list(VALUES[a])}
@@ -201,8 +258,10 @@ def generate(world: World, task: str, split: str, n: int, seed: int = 0,
     """
     if task == "syn_probe":
         return probe_items(world)[:n]
+    if task in FACT_TASKS:
+        return fact_examples(world, task, split, n, seed, exclude)
     if task not in GENERATORS:
-        raise KeyError(f"unknown tinyworld task {task!r}; allowed: {sorted(GENERATORS) + ['syn_probe']}")
+        raise KeyError(f"unknown tinyworld task {task!r}; allowed: {sorted([*GENERATORS, *FACT_TASKS, 'syn_probe'])}")
     if split not in SPLITS:
         raise KeyError(f"task {task}: unknown split {split!r}; allowed: {list(SPLITS)}")
     draw = _Draw(world, split, random.Random(_seed(world.seed, task, split, seed)))
