@@ -26,6 +26,8 @@ def test_every_option_composes_into_the_typed_schema(group, option):
     overrides = [f"+{group}={option}" if group == "experiment" else f"{group}={option}"]  # not in train.yaml's defaults
     if group == "task" and option == "syn_probe":
         overrides.append("method=base")  # the probe is evaluation-only
+    if (group, option) in (("model", "mlp"), ("task", "two_gaussians")):
+        overrides.append("task=two_gaussians" if group == "model" else "model=mlp")  # the toy is a pair
     run = C.to_typed(compose_config(overrides))
     assert isinstance(run, C.TrainConfig)
     if group in ("model", "task", "method"):
@@ -94,7 +96,7 @@ def test_bad_value_fails_with_the_key_and_what_is_allowed(override, message):
     ("prompt.train=chat", "[default, io, instruct]"),
     ("eval.label_scoring=last", "[first_token, first_token_space, next_word, constrained]"),
     ("trainer.keep=some", "[none, last, all]"),
-    ("task.kind=ranking", "[classification, generation, multiple_choice]"),
+    ("task.kind=ranking", "[classification, generation, multiple_choice, regression]"),
 ])
 def test_a_closed_choice_outside_its_enum_fails_at_composition(override, allowed):
     key, value = override.split("=")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ftdyn.analysis.ntk import empirical_ntk, jacobian, predicted_change
+from ftdyn.analysis.ntk import empirical_ntk, jacobian, kernel_product, predicted_change
 
 
 def integer_inputs(n: int, d: int, seed: int) -> torch.Tensor:
@@ -81,3 +81,30 @@ def test_ntk_predicts_a_small_step_to_first_order():
     # second-order remainder: the relative error falls about tenfold per tenfold smaller step
     assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5
     assert errors[2] < 1e-3
+
+
+def test_per_example_and_batched_jacobians_agree():
+    """jacrev of the batched forward (the default: any model) and vmap over single inputs (linear
+    cost, for models that can be vmapped) are the same Jacobian."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert torch.allclose(jacobian(net, x), jacobian(net, x, per_example=True), atol=1e-14)
+    assert torch.allclose(empirical_ntk(net, x, x[:2]), empirical_ntk(net, x, x[:2], per_example=True), atol=1e-12)
+
+
+def test_kernel_product_is_the_kernel_times_the_vector():
+    """The matrix-free product (a vjp, then a jvp) equals forming K and multiplying, for scalar
+    and k-dimensional outputs and a parameter subset."""
+    torch.manual_seed(2)
+    scalar = Scalar(nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))).double()
+    x, x_train = torch.randn(7, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    c = torch.randn(5, dtype=torch.float64)
+    assert torch.allclose(kernel_product(scalar, x, x_train, c), empirical_ntk(scalar, x, x_train) @ c, atol=1e-12)
+    head = ["net.2."]
+    assert torch.allclose(kernel_product(scalar, x, x_train, c, head),
+                          empirical_ntk(scalar, x, x_train, head) @ c, atol=1e-12)
+    multi = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    c3 = torch.randn(5, 3, dtype=torch.float64)
+    expected = torch.einsum("abij,bj->ai", empirical_ntk(multi, x, x_train), c3)
+    assert torch.allclose(kernel_product(multi, x, x_train, c3), expected, atol=1e-12)

@@ -71,6 +71,7 @@ class Diagnostic(enum.StrEnum):
     head_norm = "head_norm"  #: classifier norm ||V||_F at every in-loop step (head methods)
     features = "features"  #: feature change against the start checkpoint, Fisher ratio
     ntk = "ntk"  #: the NTK split into pre-train- and FT-effective parts, FT ratio (head methods)
+    ntk_change = "ntk_change"  #: the NTK's prediction of every step's change beside the actual one (the toy)
 
 
 class PromptFormat(enum.StrEnum):
@@ -83,11 +84,13 @@ class TaskKind(enum.StrEnum):
     classification = "classification"
     generation = "generation"
     multiple_choice = "multiple_choice"
+    regression = "regression"  #: a number per input, squared error (the two-Gaussians toy, ftdyn.toy)
 
 
 class TaskSource(enum.StrEnum):
     tinyworld = "tinyworld"
     hub = "hub"
+    gaussians = "gaussians"  #: sampled by ftdyn.toy: X1 ~ N(-1, 0.2), X2 ~ N(1, 0.2)
 
 
 class SplitKind(enum.StrEnum):
@@ -109,6 +112,11 @@ class LabelScoring(enum.StrEnum):
 class ModelSource(enum.StrEnum):
     ladder = "ladder"
     hub = "hub"
+    toy = "toy"  #: an MLP that ftdyn pre-trains on the two-Gaussians regression (ftdyn.toy)
+
+
+TOY_METHODS = (Method.base, Method.sft)  #: what the toy MLP can be fine-tuned by: no LoRA targets, no label head
+TOY_MODEL_FIELDS = ("width", "depth")  #: model fields only model.source=toy reads
 
 
 class ReplaySource(enum.StrEnum):

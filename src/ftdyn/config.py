@@ -32,10 +32,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, Diagnostic, Keep,
-                           LabelScoring,
-                           Method, MethodSpec, ModelSource, PromptFormat, ReplaySource, SplitKind, Strategy, TaskKind,
-                           TaskSource)
+from ftdyn.choices import (HEAD_METHODS, LORA_METHODS, METHOD_TABLE, MULTI_PROCESS_STRATEGIES, TOY_METHODS,
+                           Diagnostic, Keep, LabelScoring, Method, MethodSpec, ModelSource, PromptFormat,
+                           ReplaySource, SplitKind, Strategy, TaskKind, TaskSource)
 from ftdyn.settings import bound_problems, json_safe, setting
 
 
@@ -132,6 +131,8 @@ class ModelConfig:
     local_dir: Optional[str] = setting(None, launch=True)
     dtype: str = "float32"  #: weights as loaded (float32 keeps master weights exact under bf16-mixed)
     text: TextConfig = field(default_factory=TextConfig)
+    width: int = setting(64, ge=1)  #: source=toy: hidden units of each MLP layer
+    depth: int = setting(2, ge=1)  #: source=toy: hidden layers of the MLP
 
     def problems(self) -> list[str]:
         out = []
@@ -139,7 +140,8 @@ class ModelConfig:
             out.append("model.checkpoints is empty: list the ladder's pre-training steps")
         if sorted(set(self.checkpoints)) != list(self.checkpoints) or any(s <= 0 for s in self.checkpoints):
             out.append(f"model.checkpoints={list(self.checkpoints)}: must be positive, increasing steps")
-        if self.source == ModelSource.ladder and self.checkpoints and self.checkpoints[-1] != self.pretrain.steps:
+        built = self.source in (ModelSource.ladder, ModelSource.toy)  # pre-trained by ftdyn itself
+        if built and self.checkpoints and self.checkpoints[-1] != self.pretrain.steps:
             out.append(f"model.checkpoints ends at {self.checkpoints[-1]} but model.pretrain.steps="
                        f"{self.pretrain.steps}: the last checkpoint must be the final step")
         if self.source == ModelSource.hub and not self.hf_id:
@@ -339,7 +341,8 @@ class EvalConfig:
     #: cut each greedy continuation at its first newline before Rouge-L (Amuro & Char did not: off)
     cut_at_newline: bool = False
     #: inside-the-run diagnostics (docs/diagnostics.md), any of head_norm (classifier norm at every
-    #: in-loop step), features (feature change against the start, Fisher ratio), ntk (NTK split, FT ratio)
+    #: in-loop step), features (feature change against the start, Fisher ratio), ntk (NTK split, FT ratio),
+    #: ntk_change (the two-Gaussians toy only: each step's change as the NTK predicts it, ftdyn.analysis.ntk_trace)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     diagnostic_size: int = setting(64, ge=2)  #: features: the first N examples of the in-domain test set
     ntk_size: int = setting(16, ge=1)  #: ntk: the first N training examples (an N*C x N*C kernel)
@@ -500,8 +503,34 @@ class TrainConfig:
         if self.trainer.bucket_by_length and self.replay.rate > 0:
             out.append("trainer.bucket_by_length=true with replay.rate > 0: replay batches follow the replay plan; "
                        "set one of them off")
+        out += self._toy_problems()
         if self.task.eval_only and self.method.name != Method.base:
             out.append(f"task={self.task.name} is evaluation-only; use method=base (got method={self.method.name})")
+        return out
+
+    def _toy_problems(self) -> list[str]:
+        """The two-Gaussians toy (ftdyn.toy) pairs its own model and task, and fine-tunes in one process."""
+        toy_model, toy_task = self.model.source == ModelSource.toy, self.task.source == TaskSource.gaussians
+        out = []
+        if toy_model != toy_task:
+            out.append(f"model={self.model.name} (source={self.model.source}) with task={self.task.name} "
+                       f"(source={self.task.source}): the two-Gaussians toy needs model.source=toy and "
+                       f"task.source=gaussians together (model=mlp task=two_gaussians)")
+        unknown_sets = sorted(set(self.task.eval_sets) - {"x1", "x2"}) if toy_task else []
+        if unknown_sets:
+            out.append(f"task.eval_sets: {unknown_sets} are not sets of the two-Gaussians toy; allowed x1, x2")
+        if toy_model and self.method.name not in TOY_METHODS:
+            out.append(f"method={self.method.name}: the toy MLP allows {[str(m) for m in TOY_METHODS]}")
+        if toy_model and (self.trainer.strategy != Strategy.auto or self.trainer.accelerator != "cpu"):
+            out.append(f"trainer.strategy={self.trainer.strategy}, trainer.accelerator={self.trainer.accelerator}: "
+                       f"the toy MLP trains in one process on the CPU (strategy auto, accelerator cpu)")
+        traced = Diagnostic.ntk_change in self.eval.diagnostics
+        if traced and not toy_model:
+            out.append(f"eval.diagnostics has ntk_change: it traces the two-Gaussians toy only (model.source=toy), "
+                       f"not model={self.model.name}")
+        others = sorted(str(d) for d in set(self.eval.diagnostics) - {Diagnostic.ntk_change})
+        if toy_model and others:
+            out.append(f"eval.diagnostics {others}: the toy MLP has no head or features to measure; allowed ntk_change")
         return out
 
     @property

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
-from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, wandb_logging
+from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, toy, wandb_logging
 from ftdyn.analysis import diagnostics, interpolation
 from ftdyn.choices import Diagnostic
 from ftdyn.data import heldout_name, model_heldout_rows
@@ -85,6 +85,9 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     if run.trainer.threads > 0:
         torch.set_num_threads(run.trainer.threads)
     L.seed_everything(run.seed, verbose=False)
+    if run.model.source == C.ModelSource.toy:  # the two-Gaussians MLP: its own model and measures (ftdyn.toy)
+        rows, facts = toy.job(run, job_dir, callbacks=[preempted, clock])
+        return _write(run, key, job_dir, rows, facts, clock, identical=[])
 
     model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
     world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
@@ -122,8 +125,14 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
         facts = fitted.facts
     if not lead:
         return {}  # rank 0 writes the job's results
-    facts["wall_s"] = round(clock.seconds(), 2)  # across requeues (JobClock)
     identical = fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)  # steps whose weights equal this one
+    return _write(run, key, job_dir, rows, facts, clock, identical)
+
+
+def _write(run: C.TrainConfig, key: str, job_dir: Path, rows: list[dict], facts: dict[str, float], clock: JobClock,
+           identical: list[int]) -> dict[str, float]:
+    """Add the run facts to the rows, write them and mark the job done (rank 0)."""
+    facts["wall_s"] = round(clock.seconds(), 2)  # across requeues (JobClock)
     for name, value in [*facts.items(), *(("ckpt_identical_to_step", step) for step in identical)]:
         rows.append(result_row("run", None, "run", run.prompt.train, name, value))
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +50,32 @@ def selected_params(model: nn.Module, params: ParamSelect = None) -> dict[str, T
                              f"the model has {sorted(named)[:8]}{' ...' if len(named) > 8 else ''}")
         chosen = {n: p for n, p in named.items() if n in wanted or any(n.startswith(w) for w in wanted)}
     if not chosen:
-        raise ValueError("empirical_ntk params: the selection holds no parameter")
+        raise ValueError("empirical_ntk params: the selection holds no parameter"
+                         + (" (params=None takes those that require grad; pass a predicate such as "
+                            "lambda name: True for a frozen model)" if params is None else ""))
     return {n: p.detach() for n, p in chosen.items()}
 
 
-def jacobian(model: nn.Module, x: Tensor, params: ParamSelect = None) -> Tensor:
+def jacobian(model: nn.Module, x: Tensor, params: ParamSelect = None, per_example: bool = False) -> Tensor:
     """J(x): the output's derivative by the selected parameters, flattened to [n, k, P].
 
-    Differentiates the batched forward once per output entry (jacrev vmaps the backward over the
-    n*k output basis), so it needs no per-example vmap of the forward: models with data-dependent
-    control flow in the forward (attention masks) work too. Memory is n*k*P numbers.
+    Args:
+        per_example: False (the default) differentiates the batched forward once per output entry
+            (jacrev vmaps the backward over the n*k outputs): any model works, transformers ones
+            with data-dependent attention masks included, at a cost quadratic in n. True vmaps a
+            per-input jacrev over the batch instead, linear in n, for models whose forward can
+            be vmapped over single inputs (an MLP: ~6x faster at 136 inputs).
     """
     chosen = selected_params(model, params)
 
-    def forward(theta: dict[str, Tensor]) -> Tensor:  # parameters left out keep their values
-        out = functional_call(model, theta, (x,))
+    def batched(theta: dict[str, Tensor], inputs: Tensor) -> Tensor:  # parameters left out keep their values
+        out = functional_call(model, theta, (inputs,))
         return out.reshape(out.shape[0], -1)
 
-    jac = jacrev(forward)(chosen)  # name -> [n, k, *param.shape]
+    if per_example:
+        jac = vmap(jacrev(lambda theta, one: batched(theta, one.unsqueeze(0))[0]), in_dims=(None, 0))(chosen, x)
+    else:
+        jac = jacrev(batched)(chosen, x)  # name -> [n, k, *param.shape]
     n, k = next(iter(jac.values())).shape[:2]
     return torch.cat([j.reshape(n, k, -1) for j in jac.values()], dim=2)
 
@@ -78,14 +86,41 @@ def scalar_output(model: nn.Module, x: Tensor) -> bool:
         return model(x[:1]).dim() == 1
 
 
-def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor, params: ParamSelect = None) -> Tensor:
+def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor, params: ParamSelect = None,
+                  per_example: bool = False) -> Tensor:
     """K(x1, x2) = J(x1) J(x2)^T over the selected parameters: [n1, n2] or [n1, n2, k, k].
 
-    See the module docstring for shapes; `params` as in `selected_params`.
+    See the module docstring for shapes; `params` as in `selected_params`, `per_example` as in
+    `jacobian`.
     """
-    j1, j2 = jacobian(model, x1, params), jacobian(model, x2, params)
+    j1, j2 = jacobian(model, x1, params, per_example), jacobian(model, x2, params, per_example)
+    return gram(j1, j2, scalar_output(model, x1))
+
+
+def gram(j1: Tensor, j2: Tensor, scalar: bool) -> Tensor:
+    """The kernel from two Jacobians [n1, k, P] and [n2, k, P] (`jacobian`): reuse one side's
+    Jacobian across many kernels, as a trace over training steps does for its fixed probes."""
     kernel = torch.einsum("aip,bjp->abij", j1, j2)
-    return kernel[:, :, 0, 0] if scalar_output(model, x1) else kernel
+    return kernel[:, :, 0, 0] if scalar else kernel
+
+
+def kernel_product(model: nn.Module, x: Tensor, x_train: Tensor, cotangent: Tensor,
+                   params: ParamSelect = None) -> Tensor:
+    """K(x, x_train) @ cotangent without forming the kernel: one vector-Jacobian product on the
+    training points, J(x_train)^T c (a direction in parameter space, the gradient when c is
+    dL/df), then one Jacobian-vector product on x. Two passes whatever the sizes, where the
+    kernel needs a backward pass per output: the way to trace every step of a wide model.
+
+    Shapes as `empirical_ntk`'s: `cotangent` is [n_train] (or [n_train, k]); the result [n] (or [n, k]).
+    """
+    chosen = selected_params(model, params)
+
+    def outputs(inputs: Tensor):
+        return lambda theta: functional_call(model, theta, (inputs,))
+
+    _, pullback = vjp(outputs(x_train), chosen)
+    (direction,) = pullback(cotangent.to(dtype=next(iter(chosen.values())).dtype))
+    return jvp(outputs(x), (chosen,), (direction,))[1]
 
 
 def predicted_change(kernel: Tensor, grad_out: Tensor, lr: float) -> Tensor:

@@ -37,10 +37,11 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
     summary = tables.run_summary(table)
     replay, methods = tables.replay(summary), tables.methods(summary)
     bins = tables.reliability(table, examples)
+    toy_table = tables.gaussians(table)
     ci = "with bootstrap 95% intervals (percentile, 3,000 resamples over per-example scores; " \
          "Amuro & Char report the interval's midpoint)" if "before_lo" in ba else \
          "without intervals: no job wrote per-example scores (examples.jsonl), so nothing to bootstrap"
-    return [
+    sections = [
         Section("before_after", "Before and after fine-tuning",
                 "Each eval set's score before (few-shot base checkpoint) and after fine-tuning, per checkpoint "
                 f"x task, {ci}.", ba, "no before/after rows",
@@ -82,6 +83,17 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 figures.reliability_diagrams(bins, out),
                 "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
         *diagnostic_sections(table, interpolated, tables.in_loop(table), out),  # every step, none skipped
+    ]
+    if toy_table.empty:  # a language-model sweep: no section for the toy
+        return sections
+    return sections + [
+        Section("gaussians", "The two-Gaussians toy", "Per MLP width x depth x replay rate, after fine-tuning: "
+                "mean prediction and squared error on X1 (target moved 0 -> -0.2), mean prediction and drift "
+                "(after - before) on X2 (target 1, never trained on), and with ntk_change the NTK's predicted X2 "
+                "drift (kernel at the current / frozen weights, the replay rows' part) and its correlation with "
+                "the actual per-step change.", toy_table, "needs two-Gaussians runs (model=mlp task=two_gaussians)",
+                figures.gaussians_drift(toy_table, out),
+                "X2 drift and X1 error against the replay rate, one colour per width, one line style per depth."),
     ]
 
 

@@ -273,3 +273,25 @@ def frontier_curves(front: pd.DataFrame, out: Path) -> str | None:
         ax.set_ylabel("in-domain score")
         ax.legend(fontsize=7)
     return _save(fig, out, "frontier")
+
+def gaussians_drift(toy: pd.DataFrame, out: Path) -> str | None:
+    """The two-Gaussians toy: X2's drift (forgetting) and X1's error against the replay rate, one
+    colour per width, one line style per depth; crosses: the NTK's predicted drift (ntk_change)."""
+    if toy.empty or toy["replay_rate"].nunique() < 2:
+        return None
+    fig, axes = _panels(2)
+    styles = dict(zip(sorted(toy["depth"].unique()), ["-", "--", ":", "-."] * 4))
+    for i, width in enumerate(sorted(toy["width"].unique())):
+        for depth, g in toy[toy["width"] == width].groupby("depth"):
+            g = g.groupby("replay_rate")[[c for c in ("x2_drift", "x1_mse", "x2_ntk_pred_change") if c in g]].mean()
+            label = f"width {width}, depth {depth}"
+            axes[0].plot(g.index, g["x2_drift"], styles[depth], marker="o", color=f"C{i}", label=label)
+            if "x2_ntk_pred_change" in g:
+                axes[0].plot(g.index, g["x2_ntk_pred_change"], "x", color=f"C{i}", markersize=7)
+            axes[1].plot(g.index, g["x1_mse"], styles[depth], marker="o", color=f"C{i}", label=label)
+    axes[0].axhline(0, color="grey", linewidth=0.8)
+    axes[0].set(xlabel="replay rate", ylabel="X2 drift (prediction after - before)",
+                title="forgetting on X2 (x: NTK prediction)")
+    axes[1].set(xlabel="replay rate", ylabel="X1 mean squared error after", title="fit on X1 (target -0.2)")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "gaussians_drift")

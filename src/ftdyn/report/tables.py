@@ -226,6 +226,7 @@ def run_summary(table: pd.DataFrame) -> pd.DataFrame:
 def replay(summary: pd.DataFrame) -> pd.DataFrame:
     """In-domain gain (after - before) and forgetting (forget_kl after) per replay rate, for the
     task x checkpoint x method cells the sweep ran at two or more rates."""
+    summary = summary.dropna(subset=["in_domain_after", "forget_kl"], how="all")  # not the toy: table gaussians
     if summary.empty or summary["replay_rate"].nunique() < 2:
         return pd.DataFrame()
     keys = ["task", "ckpt_step", "method", "lora_rank"]
@@ -337,3 +338,27 @@ def ntk_spectra(table: pd.DataFrame) -> pd.DataFrame:
     rows = rows.assign(normalised=(rows["value"] / top.where(top > 0)).fillna(0.0))
     return (rows.groupby(["method", "kernel", "index"])["normalised"].mean().reset_index()
             .sort_values(["method", "kernel", "index"]).reset_index(drop=True))
+
+#: the two-Gaussians toy's columns, after fine-tuning: `<eval set>_<metric>` (ftdyn.toy)
+GAUSSIANS = ("x1_pred", "x1_mse", "x2_pred", "x2_drift", "x2_ntk_pred_change", "x2_ntk_pred_change_k0",
+             "x2_ntk_pred_change_replay", "x2_ntk_corr", "x1_ntk_corr")
+
+
+def gaussians(table: pd.DataFrame) -> pd.DataFrame:
+    """The two-Gaussians toy per width x depth x replay rate: the fit on X1 and the prediction and
+    drift on X2 after fine-tuning, and the NTK's prediction of that drift where traced
+    (eval.diagnostics=[ntk_change]); toy runs are those with `width` run facts, repeated seeds averaged."""
+    facts = table[(table["stage"] == "run") & table["metric"].isin(["width", "depth"])]
+    if facts.empty:
+        return pd.DataFrame()
+    shape = facts.pivot_table(index="run_key", columns="metric", values="value").astype(int)
+    after = table[(table["stage"] == "after") & table["run_key"].isin(shape.index)]
+    if after.empty:
+        return pd.DataFrame()
+    measures = after.assign(column=after["eval_set"] + "_" + after["metric"]).pivot_table(
+        index="run_key", columns="column", values="value")
+    runs = after.drop_duplicates("run_key").set_index("run_key")[["task", "ckpt_step", "method", "replay_rate"]]
+    out = runs.join(shape).join(measures).reset_index()
+    keys = ["task", "ckpt_step", "method", "width", "depth", "replay_rate"]
+    columns = [c for c in GAUSSIANS if c in out]
+    return out.groupby(keys)[columns].mean().reset_index().sort_values(keys).reset_index(drop=True)
