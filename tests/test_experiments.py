@@ -133,14 +133,14 @@ def test_dry_run_command_lists_a_study_with_overrides_and_needs_no_ladder(tmp_pa
                           "hydra/launcher=slurm", "+dry=true"], cwd=tmp_path, capture_output=True, text=True,
                          env={**_env(tmp_path), "FTDYN_CACHE": str(cache)}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "\n8 jobs (8 new); to run: " in out.stdout
+    assert "\n12 jobs (12 new); to run: " in out.stdout
     assert not (tmp_path / "out").exists() and not list(cache.iterdir())  # nothing written, no ladder built
 
 
 @pytest.mark.slow
 def test_a_study_runs_its_jobs_in_pairs_into_its_directory(micro_ladder, tmp_path):
     out = subprocess.run([PYTHON, "-m", "ftdyn.train", "-m", "+experiment=forgetting_laws", "model=micro",
-                          "method.rank=1,2", "task.train_size=32", "task.eval_size=10", "method.max_steps=2"],
+                          "method.rank=1,2", "seed=0", "task.train_size=32", "task.eval_size=10", "method.max_steps=2"],
                          cwd=tmp_path, capture_output=True, text=True, env=_env(tmp_path), timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     study = tmp_path / "out" / "studies" / "forgetting_laws"
