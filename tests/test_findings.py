@@ -242,3 +242,18 @@ def test_lpft_changes_features_less_and_grows_the_head_more():
     assert (out.loc[["d_feature_change", "d_head_norm"], "verdict"] == "reproduced").all()
     reverse = F.findings(table(lp_rows(10.0, 20.0, 7.0, 0.5)), KINDS).set_index("finding")
     assert (reverse.loc[["d_feature_change", "d_head_norm"], "verdict"] == "not reproduced").all()
+
+
+def test_toy_replay_reduction_keeps_each_width_its_own_cell():
+    rows = []
+    for seed in SEEDS:
+        for width, drift0, kept in ((16, -0.2, (10, 20)), (256, -0.1, (2, 4))):
+            for rate, drift in ((0.0, drift0), (0.05, drift0 / kept[0]), (0.1, drift0 / kept[1])):
+                key = f"toy-{seed}-{width}-{rate}"
+                rows.append({**row(seed, "two_gaussians", 0, "after", "pretrain", "drift", drift * (1 + noise(seed)),
+                                   "x2", replay_rate=rate), "run_key": key})
+                rows.append({**row(seed, "two_gaussians", 0, "run", None, "width", width, "run"), "run_key": key})
+    out = run("e_replay_toy", table(rows))
+    # per width (0.9 + 0.95) / 2 and (0.5 + 0.75) / 2, then their mean; pooling the widths' drifts would give 0.825
+    assert out["value"] == pytest.approx((0.925 + 0.625) / 2)
+    assert out["verdict"] == "reproduced"

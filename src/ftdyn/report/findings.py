@@ -327,20 +327,31 @@ def head_norm_gap(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
     return _paired(table, facts.groupby("run_key")["value"].mean(), -1)
 
 
+SCALE_FACTS = ("width", "depth")  #: run facts that tell the toy's networks apart (rows carry no model settings)
+
+
 def replay_reduction(table: pd.DataFrame, kinds: dict[str, str], metric: str = "forget_kl",
                      split_kind: str = "pretrain") -> pd.Series:
-    """Per seed: 1 - forgetting at 5-10% replay / forgetting without replay, mean over the cells
-    (task x checkpoint x method) that ran both."""
+    """Per seed: 1 - |forgetting| at 5-10% replay / |forgetting| without replay, mean over the
+    cells (task x checkpoint x method, x the toy's width and depth) that ran both."""
     rows = table[(table["metric"] == metric) & (table["stage"] == "after") & (table["split_kind"] == split_kind)]
     if rows.empty or rows["replay_rate"].nunique() < 2:
         raise Missing(f"needs {metric} after rows at replay rate 0 and at 0.05 or 0.1")
-    per = rows.groupby(["seed", "task", "ckpt_step", "method", "replay_rate"], dropna=False)["value"].mean()
+    facts = table[(table["stage"] == "run") & table["metric"].isin(SCALE_FACTS)]
+    scale = facts.pivot_table(index="run_key", columns="metric", values="value") if not facts.empty else None
+    rows = rows.join(scale, on="run_key") if scale is not None else rows
+    cells = ["seed", "task", "ckpt_step", "method", *(list(scale.columns) if scale is not None else [])]
+    per = rows.assign(value=rows["value"].abs()).groupby([*cells, "replay_rate"], dropna=False)["value"].mean()
     wide = per.unstack("replay_rate")
     some = [r for r in wide.columns if any(np.isclose(r, REPLAY_RATES))]
     if 0 not in wide.columns or not some:
         raise Missing(f"needs replay rate 0 and one of {REPLAY_RATES}")
     reduction = (1 - wide[some].div(wide[0], axis=0)).mean(axis=1).rename("reduction").reset_index()
     return _seed_mean(reduction.dropna(), "reduction")
+
+
+def toy_replay_reduction(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
+    return replay_reduction(table, kinds, metric="drift", split_kind="pretrain")
 
 
 FINDINGS = [
@@ -379,6 +390,10 @@ FINDINGS = [
     Finding("e_replay", "CMU poster (Kapoor & Kotha)", "5-10% replay nearly removes forgetting",
             "X2 prediction stays near 1 with replay", "1 - forget_kl(5-10% replay) / forget_kl(no replay), "
             "after fine-tuning, mean over cells", +1, 0.5, replay_reduction),
+    Finding("e_replay_toy", "CMU poster (Kapoor & Kotha)", "With 5-10% replay the untouched Gaussian's "
+            "prediction stays near 1", "X2 prediction stays near 1 with replay", "1 - |X2 drift|(5-10% replay) / "
+            "|X2 drift|(no replay) on the two-Gaussians toy, mean over widths x depths", +1, 0.5,
+            toy_replay_reduction),
     Finding("iii_knowledge", "Amuro & Char §6", "Fine-tuning forgets domain knowledge", "OOD and knowledge "
             "scores fall after SFT (Fig. 6-7)", "world-facts probe accuracy before - after fine-tuning",
             +1, 0.0, knowledge_forgotten),
