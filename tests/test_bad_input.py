@@ -27,7 +27,7 @@ CASES = [
     ("unknown option key", ["+method.rnk=4"], ["unknown key method.rnk", "'rank'"]),
     ("misspelled key", ["method.rnk=4"], ["Could not override 'method.rnk'", "Key 'rnk' not in 'MethodConfig'"]),
     ("unknown method name", ["method.name=sgd"], ["Invalid value 'sgd', expected one of [base, sft, lora, lp, ft, lpft, lorahead, lplora]", "full_key: method.name"]),
-    ("unknown task source", ["task.source=s3"], ["Invalid value 's3', expected one of [tinyworld, hub]", "full_key: task.source"]),
+    ("unknown task source", ["task.source=s3"], ["Invalid value 's3', expected one of [tinyworld, hub, gaussians]", "full_key: task.source"]),
     ("rank zero", ["method=lora", "method.rank=0"], ["method.rank=0: must be >= 1"]),
     ("rank negative", ["method=lora", "method.rank=-4"], ["method.rank=-4: must be >= 1"]),
     ("replay rate one", ["replay.rate=1.0"], ["replay.rate=1.0: allowed [0, 1)"]),
