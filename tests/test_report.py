@@ -379,3 +379,17 @@ def test_findings_come_first_and_say_when_intervals_are_missing(report):
     html = (out / "index.html").read_text()
     assert html.index('<h2 id="findings">') < html.index('<h2 id="jobs">')
     assert "intervals are missing" in html
+
+
+def test_before_after_gives_the_interval_across_seeds():
+    rows = pd.DataFrame([{"run_key": f"k{seed}", "seed": seed, "task": "syn_nli", "ckpt_step": 600, "method": "sft",
+                          "lora_rank": None, "replay_rate": 0.0, "prompt": "default", "shots": 4,
+                          "split_kind": "in_domain", "eval_set": "test", "metric": "acc", "stage": stage,
+                          "value": value}
+                         for seed, after in enumerate((0.6, 0.7, 0.8))
+                         for stage, value in (("before", 0.33), ("after", after))])
+    ba = tables.before_after(rows, pd.DataFrame()).iloc[0]
+    half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(3)
+    assert ba["seeds"] == 3 and ba["after"] == pytest.approx(0.7)
+    assert (ba["after_seed_lo"], ba["after_seed_hi"]) == pytest.approx((0.7 - half, 0.7 + half))
+    assert ba["before_seed_lo"] == pytest.approx(0.33) and ba["before_seed_hi"] == pytest.approx(0.33)

@@ -62,26 +62,32 @@ def one_design(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 def performance_by_checkpoint(ba: pd.DataFrame, out: Path) -> str | None:
     """Amuro & Char's figure: score across checkpoints, before (dashed) and after (solid) fine-tuning,
-    one panel per task, one colour per eval set, bootstrap 95% bands where available."""
+    one panel per task (x protocol, where the sweep scored several numbers of demonstrations), one
+    colour per eval set; bands: the 95% interval across seeds where several ran, else the bootstrap's
+    over examples."""
     rows = ba[ba["metric"].isin(PRIMARY) & ba["split_kind"].isin(["in_domain", "out_of_domain"])] if not ba.empty else ba
     if rows.empty:
         return None
     rows, note = one_design(rows)
-    tasks = sorted(rows["task"].unique())
-    fig, axes = _panels(len(tasks))
-    for ax, task in zip(axes, tasks):
-        for i, (eval_set, g) in enumerate(rows[rows["task"] == task].groupby("eval_set")):
+    protocols = sorted(rows["shots"].dropna().unique(), reverse=True) if "shots" in rows else []
+    panels = [(t, s) for t in sorted(rows["task"].unique()) for s in (protocols if len(protocols) > 1 else [None])]
+    fig, axes = _panels(len(panels))
+    for ax, (task, shots) in zip(axes, panels):
+        panel = rows[(rows["task"] == task) & ((rows["shots"] == shots) if shots is not None else True)]
+        for i, (eval_set, g) in enumerate(panel.groupby("eval_set")):
             g = g.sort_values("ckpt_step")
             for stage, style in (("before", "--"), ("after", "-")):
-                ax.plot(g["ckpt_step"], g[stage], style, marker="o", color=f"C{i}",
-                        label=f"{eval_set} {stage}")
-                if f"{stage}_lo" in g and g[f"{stage}_lo"].notna().any():
-                    ax.fill_between(g["ckpt_step"], g[f"{stage}_lo"], g[f"{stage}_hi"], color=f"C{i}", alpha=0.15)
+                ax.plot(g["ckpt_step"], g[stage], style, marker="o", color=f"C{i}", label=f"{eval_set} {stage}")
+                band = next((b for b in (f"{stage}_seed", stage) if f"{b}_lo" in g and g[f"{b}_lo"].notna().any()),
+                            None)
+                if band:
+                    ax.fill_between(g["ckpt_step"], g[f"{band}_lo"], g[f"{band}_hi"], color=f"C{i}", alpha=0.15)
         ax.set_xscale("log")
         steps = sorted(rows["ckpt_step"].unique())
         ax.set_xticks(steps, [str(int(s)) for s in steps], minor=False)
         ax.minorticks_off()
-        ax.set(title=f"{task}{note}", xlabel="pre-training step (checkpoint)", ylabel=g["metric"].iloc[0])
+        title = f"{task}, {int(shots)}-shot" if shots is not None else task
+        ax.set(title=f"{title}{note}", xlabel="pre-training step (checkpoint)", ylabel=g["metric"].iloc[0])
         ax.legend(fontsize=7)
     return _save(fig, out, "performance_by_checkpoint")
 
@@ -273,6 +279,7 @@ def frontier_curves(front: pd.DataFrame, out: Path) -> str | None:
         ax.set_ylabel("in-domain score")
         ax.legend(fontsize=7)
     return _save(fig, out, "frontier")
+
 
 def gaussians_drift(toy: pd.DataFrame, out: Path) -> str | None:
     """The two-Gaussians toy: X2's drift (forgetting) and X1's error against the replay rate, one

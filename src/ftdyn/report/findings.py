@@ -64,14 +64,7 @@ class Finding:
 
 def interval(values: pd.Series) -> tuple[float, float, float, int]:
     """Mean, 95% Student-t interval across seeds (nan with fewer than two), and the number of seeds."""
-    x = np.asarray(values.dropna(), float)
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, float("nan"), float("nan"), int(x.size)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-    return mean, mean - half, mean + half, int(x.size)
+    return fits.t_interval(values, CONFIDENCE)
 
 
 def verdict(lo: float, hi: float, direction: int, margin: float) -> str:

@@ -85,6 +85,20 @@ def bootstrap_ci(scores, seed: int = 0, resamples: int = RESAMPLES,
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
+    """Mean, Student-t interval mean ± t((1 + confidence) / 2, n − 1) · sd / √n across `values`
+    (e.g. one per seed; NaN skipped), and n. With fewer than two values the interval is (nan, nan)."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, float("nan"), float("nan"), int(x.size)
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean, mean - half, mean + half, int(x.size)
+
+
 def r_squared(y, predicted) -> float:
     """1 - SS_res / SS_tot (1 for a perfect fit; nan when y is constant)."""
     y, predicted = np.asarray(y, float), np.asarray(predicted, float)

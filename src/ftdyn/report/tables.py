@@ -64,10 +64,29 @@ def before_after(table: pd.DataFrame, examples: pd.DataFrame, seed: int = 0) -> 
     if not examples.empty:
         wide = wide.merge(_intervals(scored, _examples_with_shots(examples, scored), keys, seed), on=keys,
                           how="left")
+    if "seed" in scored and scored["seed"].nunique() > 1:
+        wide = wide.merge(_seed_intervals(scored, keys), on=keys, how="left")
     wide["kind_order"] = wide["split_kind"].map(KIND_ORDER)
     wide = wide.sort_values(["task", "ckpt_step", *keys[2:-3], "kind_order", "eval_set", "metric"])
-    stages = [c for c in ("before", "before_lo", "before_hi", "after", "after_lo", "after_hi") if c in wide]
+    stages = [c for c in ("before", "before_lo", "before_hi", "after", "after_lo", "after_hi", "seeds",
+                          "before_seed_lo", "before_seed_hi", "after_seed_lo", "after_seed_hi") if c in wide]
     return wide[keys + stages].reset_index(drop=True)
+
+
+def _seed_intervals(scored: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per cell: the number of seeds and the 95% Student-t interval of the per-seed means
+    (`<stage>_seed_lo`, `<stage>_seed_hi`): the spread fine-tuning seeds give, beside the bootstrap's
+    over examples."""
+    per_seed = scored.groupby([*keys, "stage", "seed"], dropna=False)["value"].mean()
+    out = []
+    for cell, values in per_seed.groupby([*keys, "stage"], dropna=False):
+        _, lo, hi, n = fits.t_interval(values.to_numpy())
+        out.append({**dict(zip([*keys, "stage"], cell)), "lo": lo, "hi": hi, "n": n})
+    ci = pd.DataFrame(out).set_index([*keys, "stage"]).unstack("stage")
+    seeds = ci["n"].max(axis=1).rename("seeds")
+    ci = ci[["lo", "hi"]]
+    ci.columns = [f"{stage}_seed_{bound}" for bound, stage in ci.columns]
+    return ci.join(seeds).reset_index()
 
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:
