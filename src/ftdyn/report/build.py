@@ -20,7 +20,7 @@ from ftdyn.report.wandb_log import log_tables
 log = logging.getLogger(__name__)
 
 LEGEND = ("before → after fine-tuning. in-domain, out-of-domain: acc (rougeL for generation), mean over\n"
-          "the task's sets; probe: knowledge-probe acc; held-out loss: LM loss on pre-training text (up = forgetting)")
+          "the task's sets (default prompt format); probe: knowledge-probe acc; held-out loss: LM loss on pre-training text (up = forgetting)")
 
 
 def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], out: Path,

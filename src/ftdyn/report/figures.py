@@ -40,9 +40,16 @@ def _save(fig, out: Path, name: str) -> str:
     return f"{name}.png"
 
 
+PANELS_PER_ROW = 4
+
+
 def _panels(n: int, width: float = 4.2, height: float = 3.2):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, axes[0]
+    """n panels, at most PANELS_PER_ROW a row (unused ones hidden)."""
+    cols, rows = min(n, PANELS_PER_ROW), -(-n // PANELS_PER_ROW)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat[:n]
 
 
 def one_design(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:

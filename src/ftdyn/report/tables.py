@@ -96,11 +96,14 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
 
     Where the task sets' shots differ (e.g. fewshot.k_after=0), `shots` is a key: a row per
     number of demonstrations, so an after score never sits beside a before score of other shots.
-    The probe and held-out loss use no demonstrations and fill every such row alike.
+    The probe and held-out loss use no demonstrations and fill every such row alike. Where the
+    sweep evaluated several prompt formats, the scores are the default format's (the one trained in).
     """
     scored = with_shots(table[table["stage"].isin(["before", "after"])])
     if scored.empty:
         return pd.DataFrame()
+    if scored["prompt"].nunique() > 1:  # prompt is None on the probe's and held-out text's rows
+        scored = scored[scored["prompt"].isna() | (scored["prompt"] == "default")]
     keys = ["task", "ckpt_step", *varying(scored, [c for c in DESIGN if c != "prompt"])]
     prompted = scored[scored["split_kind"].isin(FEWSHOT_KINDS)]
     shots = ["shots"] if prompted["shots"].nunique(dropna=False) > 1 else []
