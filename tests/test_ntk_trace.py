@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import MICRO
 from ftdyn import config as C
+from ftdyn import ladder, tasks
+from ftdyn.analysis import diagnostics
+from ftdyn.scoring import choice_logits
 from ftdyn.train import compose_config, train
+from ftdyn.world.entities import make_world
 
 STEPS = 4
 FAST = MICRO + ["task.train_size=64", "method.batch_size=8", "eval.probe=false", "eval.pretrain_loss=false",
@@ -67,3 +73,16 @@ def test_the_config_allows_ntk_change_on_ladder_classification_and_refuses_what_
     for overrides, message in refused:
         with pytest.raises(C.ConfigError, match=message):
             C.to_typed(compose_config([*MICRO, *TRACED, *overrides]))
+
+
+def test_sft_traces_the_label_logits_the_scorer_reads(micro_ladder):
+    run = C.to_typed(compose_config([*MICRO, "method=sft", *TRACED]))
+    model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
+    task = tasks.load(run.task, make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people), seed=run.seed)
+    trace = diagnostics.ntk_trace(run, task, tokenizer, model.config.max_position_embeddings)
+    examples, scored = diagnostics.probe_examples(task, run.eval.ntk_size)
+    prompts = [scored.prompt(e, run.prompt.train) for e in examples]
+    read = choice_logits(model.eval(), tokenizer, prompts, [scored.cfg.label_words] * len(prompts))
+    with torch.no_grad():
+        traced_f = trace.function(SimpleNamespace(model=model))(trace.x)
+    assert torch.allclose(traced_f, torch.stack(read), atol=1e-4)

@@ -539,8 +539,9 @@ class TrainConfig:
             return []
         out = []
         if self.model.source != ModelSource.toy and self.task.kind != TaskKind.classification:
-            out.append(f"eval.diagnostics has ntk_change, which traces a classifier's logits, but task={self.task.name} "
-                       f"is {self.task.kind}; allowed for classification tasks and the two-Gaussians toy")
+            out.append(f"eval.diagnostics has ntk_change, which traces a classifier's logits, but "
+                       f"task={self.task.name} is {self.task.kind}; allowed for classification tasks and the "
+                       f"two-Gaussians toy")
         trainer = self.trainer
         if trainer.strategy != Strategy.auto or trainer.devices * trainer.num_nodes > 1:
             out.append(f"eval.diagnostics has ntk_change with trainer.strategy={trainer.strategy}, "

@@ -22,6 +22,7 @@ changes. Rows (stage=after, per probe set), see `NtkTrace.measures`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -62,9 +63,8 @@ class LabelLogits(nn.Module):
         self.model, self.label_ids = model, [list(ids) for ids in label_ids]
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = self.model(input_ids=x[:, 0], attention_mask=x[:, 1]).logits
-        last = x.shape[2] - 1 - x[:, 1].flip(-1).long().argmax(-1)  # each row's last real token
-        at_last = logits[torch.arange(len(x), device=x.device), last]
+        # the LM head on the last real token's final hidden state: no [n, L, vocab] logits
+        at_last = self.model.get_output_embeddings()(last_token_features(self.model, x[:, 0], x[:, 1]))
         return torch.stack([at_last[:, ids].logsumexp(-1) for ids in self.label_ids], dim=-1)
 
 
@@ -92,33 +92,41 @@ class NtkTrace(L.Callback):
         if base is not None:
             self.parts["pred_k0"] = []
         self._before: Tensor | None = None
+        self.seconds = 0.0  #: the trace's own time in this process, for the log
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if self.steps and trainer.global_step >= self.steps:
             return
+        started = time.perf_counter()
         lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses
         f, was_training = self.function(module), module.training
         self.x = self.x.to(module.device)
         module.eval()  # no dropout: the function, not a random draw of it
-        push = {name: -lr * function_change(f, self.x, gradient(f, loss)) for name, loss in module.loss_parts(batch).items()}
+        push = {name: -lr * function_change(f, self.x, gradient(f, loss))
+                for name, loss in module.loss_parts(batch).items()}  # each part's own push on the probes
         self.parts["pred"].append(sum(push.values()).detach())
         self.parts["pred_replay"].append(push.get("replay", torch.zeros_like(self.parts["pred"][-1])).detach())
         if self.base is not None:
             grad, x_batch = module.output_grad(batch), batch["x"]
-            self.parts["pred_k0"].append(-lr * kernel_product(self.base, self.x, x_batch, grad, every_parameter).detach())
+            frozen = kernel_product(self.base, self.x, x_batch, grad, every_parameter)
+            self.parts["pred_k0"].append(-lr * frozen.detach())
         with torch.no_grad():
             self._before = f(self.x)
         module.train(was_training)
+        self.seconds += time.perf_counter() - started
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if self._before is None:
             return
-        f, was_training = self.function(module), module.training
+        started, f, was_training = time.perf_counter(), self.function(module), module.training
         module.eval()
         with torch.no_grad():
             self.parts["actual"].append(f(self.x) - self._before)
         module.train(was_training)
         self._before = None
+        self.seconds += time.perf_counter() - started
+        if self.steps and len(self.parts["actual"]) == self.steps:
+            log.info("NTK trace: %d steps in %.1f s", self.steps, self.seconds)
 
     def state_dict(self) -> dict:
         """The traced steps ride in every checkpoint: a resumed job keeps the steps it traced."""
@@ -164,7 +172,8 @@ def gradient(f: nn.Module, loss: Tensor) -> dict[str, Tensor]:
     """d loss / d theta over f's parameters that train, by name (zero where the loss does not reach:
     a replay row's LM loss never touches the head)."""
     named = {n: p for n, p in f.named_parameters() if p.requires_grad}
-    grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True, retain_graph=True)  # parts may share a forward
+    # retain_graph: the toy's parts share one forward
+    grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True, retain_graph=True)
     return {n: g if g is not None else torch.zeros_like(p) for (n, p), g in zip(named.items(), grads)}
 
 
