@@ -31,7 +31,7 @@ def sweep(tmp_path_factory) -> Path:
     """One job per replay rate, as the study runs them; their directories under one sweep dir."""
     root = tmp_path_factory.mktemp("gaussians")
     for i, rate in enumerate(RATES):
-        ntk = ["eval.diagnostics=[ntk_change]"] if rate in TRACED else []
+        ntk = ["eval.diagnostics=[ntk_change]", "eval.ntk_steps=0"] if rate in TRACED else []  # every step
         train(compose_config([*STUDY, f"replay.rate={rate}", *ntk]), root / str(i))
     return root
 
@@ -115,7 +115,7 @@ def test_the_checkpoint_is_built_once_and_fits_both_gaussians():
     (["task=two_gaussians"], "needs model.source=toy and task.source=gaussians together"),
     (["model=mlp", "task=two_gaussians", "method=lora"], "method=lora: the toy MLP allows ['base', 'sft']"),
     (["model=mlp", "task=two_gaussians", "+task.eval_sets.x3=probe"], "['x3'] are not sets of the two-Gaussians"),
-    (["model=micro", "eval.diagnostics=[ntk_change]"], "ntk_change: it traces the two-Gaussians toy only"),
+    (["model=micro", "task=syn_summ", "eval.diagnostics=[ntk_change]"], "traces a classifier's logits, but task=syn_summ"),
     (["model=mlp", "task=two_gaussians", "eval.diagnostics=[features]"], "['features']: the toy MLP has no head"),
     (["model=mlp", "task=two_gaussians", "trainer=gpu"], "the toy MLP trains in one process on the CPU"),
 ])

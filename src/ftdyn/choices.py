@@ -71,7 +71,9 @@ class Diagnostic(enum.StrEnum):
     head_norm = "head_norm"  #: classifier norm ||V||_F at every in-loop step (head methods)
     features = "features"  #: feature change against the start checkpoint, Fisher ratio
     ntk = "ntk"  #: the NTK split into pre-train- and FT-effective parts, FT ratio (head methods)
-    ntk_change = "ntk_change"  #: the NTK's prediction of every step's change beside the actual one (the toy)
+    #: the NTK's prediction of each traced step's change beside the actual one (the toy; ladder
+    #: classification: head logits, or the LM methods' label-word logits)
+    ntk_change = "ntk_change"
 
 
 class PromptFormat(enum.StrEnum):

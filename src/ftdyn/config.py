@@ -342,10 +342,14 @@ class EvalConfig:
     cut_at_newline: bool = False
     #: inside-the-run diagnostics (docs/diagnostics.md), any of head_norm (classifier norm at every
     #: in-loop step), features (feature change against the start, Fisher ratio), ntk (NTK split, FT ratio),
-    #: ntk_change (the two-Gaussians toy only: each step's change as the NTK predicts it, ftdyn.analysis.ntk_trace)
+    #: ntk_change (each traced step's change of f on probe points as the NTK predicts it, beside the actual one:
+    #: the toy, and ladder classification; ftdyn.analysis.ntk_trace)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     diagnostic_size: int = setting(64, ge=2)  #: features: the first N examples of the in-domain test set
-    ntk_size: int = setting(16, ge=1)  #: ntk: the first N training examples (an N*C x N*C kernel)
+    #: ntk: the first N training examples (an N*C x N*C kernel); ntk_change on a ladder model: the
+    #: first N examples of the in-domain test set are its probe points (the toy: 64 per set)
+    ntk_size: int = setting(16, ge=1)
+    ntk_steps: int = setting(32, ge=0)  #: ntk_change: trace the first N optimiser steps (0: every step)
     #: WiSE-FT: also evaluate (1 - a) * theta_0 + a * theta_ft for each a here (stage=after rows with an `alpha`)
     interpolate: list[float] = field(default_factory=list)
 
@@ -503,7 +507,7 @@ class TrainConfig:
         if self.trainer.bucket_by_length and self.replay.rate > 0:
             out.append("trainer.bucket_by_length=true with replay.rate > 0: replay batches follow the replay plan; "
                        "set one of them off")
-        out += self._toy_problems()
+        out += self._toy_problems() + self._ntk_change_problems()
         if self.task.eval_only and self.method.name != Method.base:
             out.append(f"task={self.task.name} is evaluation-only; use method=base (got method={self.method.name})")
         return out
@@ -524,13 +528,29 @@ class TrainConfig:
         if toy_model and (self.trainer.strategy != Strategy.auto or self.trainer.accelerator != "cpu"):
             out.append(f"trainer.strategy={self.trainer.strategy}, trainer.accelerator={self.trainer.accelerator}: "
                        f"the toy MLP trains in one process on the CPU (strategy auto, accelerator cpu)")
-        traced = Diagnostic.ntk_change in self.eval.diagnostics
-        if traced and not toy_model:
-            out.append(f"eval.diagnostics has ntk_change: it traces the two-Gaussians toy only (model.source=toy), "
-                       f"not model={self.model.name}")
         others = sorted(str(d) for d in set(self.eval.diagnostics) - {Diagnostic.ntk_change})
         if toy_model and others:
             out.append(f"eval.diagnostics {others}: the toy MLP has no head or features to measure; allowed ntk_change")
+        return out
+
+    def _ntk_change_problems(self) -> list[str]:
+        """Where the NTK trace (ftdyn.analysis.ntk_trace) cannot predict a step from one batch on one process."""
+        if Diagnostic.ntk_change not in self.eval.diagnostics:
+            return []
+        out = []
+        if self.model.source != ModelSource.toy and self.task.kind != TaskKind.classification:
+            out.append(f"eval.diagnostics has ntk_change, which traces a classifier's logits, but "
+                       f"task={self.task.name} is {self.task.kind}; allowed for classification tasks and the "
+                       f"two-Gaussians toy")
+        trainer = self.trainer
+        if trainer.strategy != Strategy.auto or trainer.devices * trainer.num_nodes > 1:
+            out.append(f"eval.diagnostics has ntk_change with trainer.strategy={trainer.strategy}, "
+                       f"{trainer.devices * trainer.num_nodes} device(s): each rank steps on its own batch (fsdp: on "
+                       f"sharded weights), so one rank cannot predict the update; allowed in one process "
+                       f"(strategy auto, one device)")
+        if trainer.extra.get("accumulate_grad_batches", 1) != 1:
+            out.append("eval.diagnostics has ntk_change with trainer.extra.accumulate_grad_batches: a batch is not "
+                       "an optimiser step; allowed without accumulation")
         return out
 
     @property

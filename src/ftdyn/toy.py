@@ -128,6 +128,13 @@ class RegressionModule(L.LightningModule):
         (grad,) = torch.autograd.grad(self.loss(pred, batch["y"]), pred)
         return grad
 
+    def loss_parts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss as the task rows' part and the replay rows' (where there are any): each row
+        weighs 1/n, as in `loss`, so the parts sum to it (`ftdyn.analysis.ntk_trace`)."""
+        per_row = (self.model(batch["x"]) - batch["y"]).square() / len(batch["x"])
+        replay = batch["is_replay"]
+        return {"task": per_row[~replay].sum(), **({"replay": per_row[replay].sum()} if replay.any() else {})}
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self.model(batch["x"]), batch["y"])
         if not math.isfinite(loss.item()):  # SGD past its stable rate (lr > ~1 / K(x1, x1)): fail, never write NaN rows
@@ -253,7 +260,8 @@ def job(run: C.TrainConfig, job_dir: Path, callbacks: list[L.Callback]) -> tuple
     data = ToyData(finetune_rows(run), run.method.batch_size, seed=run.seed, replay_rate=run.replay.rate)
     extra = [ToyInLoop(run.eval.every_n_steps, points, base_pred, split_kinds)] if run.eval.every_n_steps else []
     traced = Diagnostic.ntk_change in run.eval.diagnostics
-    ntk = [NtkTrace({name: x[:NTK_PROBES] for name, x in points.items()}, base)] if traced else []
+    probes = {name: x[:NTK_PROBES] for name, x in points.items()}
+    ntk = [NtkTrace(probes, base=base, steps=run.eval.ntk_steps)] if traced else []
     steps = finetune(model, data, run, job_dir, callbacks + extra + ntk)
     rows += [row for callback in extra for row in callback.rows]
     rows += stage_rows(model.eval(), "after", points, base_pred, split_kinds)

@@ -9,6 +9,10 @@
   probed head), eval_set `ntk`, stage `before`. A method whose backbone never trains (lp) is
   measured after fitting: F is 0 there, and so is its FT ratio.
 - `head_norm` (head methods): `classifier_norm` at every in-loop step (`ftdyn.methods.inloop`).
+- `ntk_change` (every method that trains with optimiser steps, classification): the NTK's
+  prediction of each of the first `eval.ntk_steps` steps' change of f on the first
+  `eval.ntk_size` in-domain test examples, beside the actual change (`ftdyn.analysis.ntk_trace`;
+  f: the head's logits, or the LM methods' label-word logits), eval_set `ntk_change`, stage `after`.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import torch
 
 from ftdyn import config as C
 from ftdyn.analysis import features as feat
+from ftdyn.analysis.ntk_trace import HeadLogits, LabelLogits, NtkTrace
 from ftdyn.batches import collate
 from ftdyn.choices import Diagnostic
 from ftdyn.data import encode_prompt
 from ftdyn.evaluate import result_row
+from ftdyn.scoring import FORMS, label_token_ids
 from ftdyn.tasks import TaskData
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,7 @@ def wants(run: C.TrainConfig, diagnostic: Diagnostic) -> bool:
     diagnostics a method with a head (`METHOD_TABLE`)."""
     if diagnostic not in run.eval.diagnostics or not run.method.spec.stages:
         return False
-    return diagnostic == Diagnostic.features or run.method.spec.head
+    return diagnostic in (Diagnostic.features, Diagnostic.ntk_change) or run.method.spec.head
 
 
 def probe_examples(task: TaskData, size: int) -> tuple[list[dict], TaskData]:
@@ -99,25 +105,47 @@ class NtkAtStart(L.Callback):
         self.rows = list(state["rows"])
 
 
+def ntk_trace(run: C.TrainConfig, task: TaskData, tokenizer, max_len: int) -> NtkTrace:
+    """The NTK trace of a ladder job: probe points the first `eval.ntk_size` in-domain test
+    examples, prompted as training prompts them (right-padded, [n, 2, L]); f the head's logits,
+    or without a head the label-word logits the scorer reads (first sub-tokens in the forms of
+    `eval.label_scoring`; first_token's for next_word and constrained)."""
+    examples, scored = probe_examples(task, run.eval.ntk_size)
+    rows = [encode_prompt(tokenizer, scored.prompt(e, run.prompt.train), max_len) for e in examples]
+    batch = collate(rows, tokenizer.pad_token_id)
+    probes = {"ntk_change": torch.stack([batch["input_ids"], batch["attention_mask"]], dim=1)}
+    if run.method.spec.head:
+        return NtkTrace(probes, lambda module: HeadLogits(module.model, module.head), steps=run.eval.ntk_steps)
+    forms = FORMS.get(str(run.eval.label_scoring), FORMS["first_token"])
+    ids = label_token_ids(tokenizer, list(scored.cfg.label_words), forms)
+    return NtkTrace(probes, lambda module: LabelLogits(module.model, ids), steps=run.eval.ntk_steps)
+
+
 def callbacks(run: C.TrainConfig, task: TaskData, tokenizer, model) -> list[L.Callback]:
-    """The training callbacks the asked-for diagnostics need: `NtkAtStart` for `ntk`."""
+    """The training callbacks the asked-for diagnostics need: `NtkAtStart` for `ntk`, `NtkTrace`
+    for `ntk_change`."""
+    max_len, out = model.config.max_position_embeddings, []
+    if wants(run, Diagnostic.ntk_change):
+        out.append(ntk_trace(run, task, tokenizer, max_len))
     if not wants(run, Diagnostic.ntk):
-        return []
+        return out
     if run.trainer.strategy == C.Strategy.fsdp:
         log.warning("eval.diagnostics=ntk is not measured under trainer.strategy=fsdp (sharded weights)")
-        return []
-    return [NtkAtStart(ntk_batch(run, task, tokenizer, model.config.max_position_embeddings))]
+        return out
+    return [*out, NtkAtStart(ntk_batch(run, task, tokenizer, max_len))]
 
 
 def rows(run: C.TrainConfig, task: TaskData, tokenizer, base, fitted, measured: list[L.Callback]) -> list[dict]:
-    """Every diagnostic row of a finished fit (`ftdyn.methods.Fitted`): the features' and the NTK
-    split's, measured now where no stage trained the backbone."""
+    """Every diagnostic row of a finished fit (`ftdyn.methods.Fitted`): the features', the NTK
+    split's (measured now where no stage trained the backbone) and the NTK trace's."""
     out = []
     for cb in measured:
         if isinstance(cb, NtkAtStart):
             if not cb.rows:
                 cb.measure(fitted.model, fitted.head)
             out += cb.rows
+        if isinstance(cb, NtkTrace):
+            out += [result_row(name, None, "after", None, metric, value) for name, metric, value in cb.measures()]
     if wants(run, Diagnostic.features):
         out += feature_rows(run, task, tokenizer, base, fitted.model)
     return out

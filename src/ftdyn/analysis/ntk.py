@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,21 @@ def kernel_product(model: nn.Module, x: Tensor, x_train: Tensor, cotangent: Tens
 
     _, pullback = vjp(outputs(x_train), chosen)
     (direction,) = pullback(cotangent.to(dtype=next(iter(chosen.values())).dtype))
-    return jvp(outputs(x), (chosen,), (direction,))[1]
+    return function_change(model, x, direction)
+
+
+def function_change(model: nn.Module, x: Tensor, direction: dict[str, Tensor]) -> Tensor:
+    """J(x) @ direction: the first-order change of the model's output on x when the named
+    parameters move by `direction` (the others keep their values), by one forward-mode pass.
+
+    A gradient step's direction -lr * grad L(B) gives the kernel step -lr * K(x, B) @ dL/df(B)
+    whatever the loss and outputs on B (`ftdyn.analysis.ntk_trace`). Attention runs on torch's
+    math backend here: the fused CPU kernel has no forward-mode derivative.
+    """
+    chosen = {n: p.detach() for n, p in model.named_parameters() if n in direction}
+    with sdpa_kernel(SDPBackend.MATH):
+        return jvp(lambda theta: functional_call(model, theta, (x,)), (chosen,),
+                   ({n: direction[n] for n in chosen},))[1]
 
 
 def predicted_change(kernel: Tensor, grad_out: Tensor, lr: float) -> Tensor:

@@ -93,17 +93,23 @@ class CausalLMModule(L.LightningModule):
                  for name, rows in (("task", ~replay), ("replay", replay)) if rows.any()]
         return parts, replay.numel(), int(batch["attention_mask"].sum())
 
+    def loss_parts(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The training loss by part, `task` and `replay` (those with rows), each weighted by its
+        share of the batch's rows: they sum to the loss (`ftdyn.analysis.ntk_trace` splits by them)."""
+        parts, _, _ = self._parts(batch)
+        return {name: (self._head_loss if name == "task" and self.head is not None else self._lm_loss)(part) * share
+                for name, part, share in parts}
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Task rows and replay rows each weigh by their share of the batch's rows.
 
         Without replay this is the plain token-mean LM loss (or the head's loss); with replay at
         rate rho, a replay share rho of the rows carries weight rho, however many tokens it has.
         """
-        parts, n_rows, n_tokens = self._parts(batch)
+        _, n_rows, n_tokens = self._parts(batch)
         loss = torch.zeros((), device=self.device)
-        for name, part, share in parts:
-            part_loss = self._head_loss if name == "task" and self.head is not None else self._lm_loss
-            loss = loss + part_loss(part) * share
+        for part_loss in self.loss_parts(batch).values():
+            loss = loss + part_loss
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(loss.item(), self.global_step)
         self.tokens_seen += n_tokens
