@@ -16,7 +16,7 @@ import yaml
 
 from conftest import PYTHON
 from ftdyn import results
-from ftdyn.report import build_report, findings, fits, tables
+from ftdyn.report import build_report, figures, findings, fits, tables
 
 KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
 PLANTED = {"s": 0.5, "a": 30.0, "b": 8.0, "alpha": -0.2, "beta": -0.5}  # train_loss(P, N) of the LoRA jobs
@@ -393,3 +393,10 @@ def test_before_after_gives_the_interval_across_seeds():
     assert ba["seeds"] == 3 and ba["after"] == pytest.approx(0.7)
     assert (ba["after_seed_lo"], ba["after_seed_hi"]) == pytest.approx((0.7 - half, 0.7 + half))
     assert ba["before_seed_lo"] == pytest.approx(0.33) and ba["before_seed_hi"] == pytest.approx(0.33)
+
+
+def test_replay_curves_draw_what_the_sweep_measured(tmp_path):
+    """A replay sweep run with eval.pretrain_loss=false has gains but no forget_kl: one panel, no error."""
+    replay = pd.DataFrame({"task": "syn_nli", "ckpt_step": 600, "replay_rate": [0.0, 0.1], "in_domain_gain": [0.5, 0.4]})
+    assert figures.replay_curves(replay, tmp_path) == "replay_curves.png"
+    assert (tmp_path / "replay_curves.png").stat().st_size > 1000

@@ -164,13 +164,18 @@ def replay_curves(replay: pd.DataFrame, out: Path) -> str | None:
     """In-domain gain and forgetting against the replay rate, one line per task x checkpoint."""
     if replay.empty:
         return None
-    fig, axes = _panels(2)
+    panels = {"in_domain_gain": ("in-domain gain (after - before)", "what fine-tuning teaches"),
+              "forget_kl": ("forget_kl after", "what it forgets")}
+    panels = {column: labels for column, labels in panels.items() if column in replay}  # eval.pretrain_loss=false: no forget_kl
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels))
     for i, ((task, ckpt), g) in enumerate(replay.groupby(["task", "ckpt_step"])):
-        g = g.groupby("replay_rate")[["in_domain_gain", "forget_kl"]].mean().reset_index()
-        for ax, column in zip(axes, ("in_domain_gain", "forget_kl")):
+        g = g.groupby("replay_rate")[list(panels)].mean().reset_index()
+        for ax, column in zip(axes, panels):
             ax.plot(g["replay_rate"], g[column], marker="o", color=f"C{i}", label=f"{task} @ {ckpt}")
-    axes[0].set(xlabel="replay rate", ylabel="in-domain gain (after - before)", title="what fine-tuning teaches")
-    axes[1].set(xlabel="replay rate", ylabel="forget_kl after", title="what it forgets")
+    for ax, (ylabel, title) in zip(axes, panels.values()):
+        ax.set(xlabel="replay rate", ylabel=ylabel, title=title)
     axes[0].legend(fontsize=7)
     return _save(fig, out, "replay_curves")
 
