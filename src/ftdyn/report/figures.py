@@ -72,7 +72,9 @@ def performance_by_checkpoint(ba: pd.DataFrame, out: Path) -> str | None:
     one panel per task (x protocol, where the sweep scored several numbers of demonstrations), one
     colour per eval set; bands: the 95% interval across seeds where several ran, else the bootstrap's
     over examples."""
-    rows = ba[ba["metric"].isin(PRIMARY) & ba["split_kind"].isin(["in_domain", "out_of_domain"])] if not ba.empty else ba
+    if ba.empty:
+        return None
+    rows = ba[ba["metric"].isin(PRIMARY) & ba["split_kind"].isin(["in_domain", "out_of_domain"])]
     if rows.empty:
         return None
     rows, note = one_design(rows)
@@ -166,7 +168,8 @@ def replay_curves(replay: pd.DataFrame, out: Path) -> str | None:
         return None
     panels = {"in_domain_gain": ("in-domain gain (after - before)", "what fine-tuning teaches"),
               "forget_kl": ("forget_kl after", "what it forgets")}
-    panels = {column: labels for column, labels in panels.items() if column in replay}  # eval.pretrain_loss=false: no forget_kl
+    # a sweep with eval.pretrain_loss=false has no forget_kl
+    panels = {column: labels for column, labels in panels.items() if column in replay}
     if not panels:
         return None
     fig, axes = _panels(len(panels))
