@@ -143,16 +143,18 @@ def _direction_sections(changes: pd.DataFrame) -> list[Section]:
     return sections
 
 
-def findings_section(table: pd.DataFrame, kinds: dict[str, str]) -> Section:
-    """The source papers' findings with ftdyn's number, interval across seeds and verdict (findings.py)."""
-    found = findings.findings(table, kinds)
+def findings_section(found: pd.DataFrame, table: pd.DataFrame) -> Section:
+    """The source papers' findings (`findings.findings` of `table`) with ftdyn's number, interval
+    across seeds and verdict; the page lists the ones the sweep cannot compute in its caption."""
     seeds = int(table["seed"].nunique()) if "seed" in table else 0
     missing = "" if seeds >= 2 else f" This sweep ran {seeds} seed(s): intervals are missing, so every " \
                                      "verdict is inconclusive (run seed=0,1,2)."
+    computed = found["seeds"] > 0
+    absent = "; ".join(f"{r.finding}: {r.note}" for r in found[~computed].itertuples())
+    absent = f" Not computable from this sweep (findings.csv lists them too): {absent}." if absent else ""
     return Section("findings", "Findings", "Each claim of a source paper, the statistic ftdyn computes for it per "
                    "fine-tuning seed, its mean and 95% Student-t interval across seeds, and the verdict by the "
-                   "rule beside it. A finding the sweep cannot compute says what it needs." + missing,
-                   found, "no rows")
+                   "rule beside it." + missing + absent, found[computed], "no finding is computable from this sweep")
 
 
 def build_report(dirs: list[Path], out: Path, seed: int = 0,
@@ -171,9 +173,11 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0,
     kinds = {(j.config.get("task") or {}).get("name"): (j.config.get("task") or {}).get("kind") for j in jobs}
     kinds = {k: v for k, v in kinds.items() if k and v}
     done = table[table["status"] == "finished"]
-    sections = [findings_section(done, kinds),
+    found = findings.findings(done, kinds)
+    sections = [findings_section(found, done),
                 *derived_sections(done, collect.read_examples(finished), kinds, out, seed, skip_steps)]
-    for section in sections:
+    collect.write_csv(found, out / "findings.csv")  # every finding, computable or not
+    for section in sections[1:]:
         if not section.table.empty:
             collect.write_csv(section.table, out / f"{section.name}.csv")
     jobs_section = Section("jobs", "Jobs", "Every job directory found: finished, failed (with the reason from "
