@@ -138,3 +138,14 @@ def test_in_loop_rows_follow_x2_along_training(tmp_path):
                                                               for s, m in (("train", "train_loss"), ("x2", "drift"))}
     drift = [metrics[f"{stage}/x2/drift"] for stage in ("step_100", "step_200", "after")]  # -0.127, -0.131, -0.131
     assert drift[0] < -0.1 and drift[1] < drift[0] and abs(drift[2] - drift[1]) < 0.01  # most of it early, then settled
+
+
+def test_the_ladder_command_builds_no_language_model_for_the_toy(capsys, tmp_path, monkeypatch):
+    """`make study NAME=gaussians` calls `python -m ftdyn.ladder` first: for the toy it must not
+    pre-train a transformer named mlp."""
+    from ftdyn import ladder
+
+    monkeypatch.setenv("FTDYN_CACHE", str(tmp_path))
+    ladder.main(["model=mlp", "task=two_gaussians"])
+    assert "no ladder to build" in capsys.readouterr().out
+    assert not (tmp_path / "ladders").exists()

@@ -265,6 +265,10 @@ def main(argv: list[str]) -> None:
     # already set up the root logger at WARNING, on import
     quiet_libraries()
     cfg = C.to_typed(compose_config(argv))
+    if cfg.model.source == C.ModelSource.toy:  # no language-model ladder: each job pre-trains its MLP once (ftdyn.toy)
+        print(f"model={cfg.model.name} is the two-Gaussians toy: no ladder to build; its jobs pre-train each "
+              f"width x depth once, cached under {C.cache_root() / 'toy'}")
+        return
     info = manifest(cfg.model)
     print(f"ladder {ladder_dir(cfg.model)} ({info['params']:,} parameters, built in {info['build_seconds']} s)")
     print(f"{'step':>6} {'tokens':>10} {'heldout_loss':>13} {'probe_acc':>10}")
