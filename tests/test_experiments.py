@@ -113,12 +113,13 @@ def test_command_line_wins_over_a_studys_grid_settings_and_launcher(tmp_path):
 
 
 def test_default_study_is_the_readme_sweep_so_make_run_leaves_it_done():
-    """`make run`'s jobs are the jobs of `python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para`,
+    """`make run`'s jobs are the jobs of `python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para
+    fewshot.also_zero_shot=true`,
     launch settings aside (the study runs one-thread jobs)."""
     def keys(overrides):
         return sorted(results.run_key(compose_job(o)) for o in sweep.job_overrides(compose_sweep(overrides)))
 
-    assert keys(["+experiment=default"]) == keys(["ckpt=range", "task=syn_nli,syn_para"])
+    assert keys(["+experiment=default"]) == keys(["ckpt=range", "task=syn_nli,syn_para", "fewshot.also_zero_shot=true"])
 
 
 def _env(tmp_path) -> dict[str, str]:

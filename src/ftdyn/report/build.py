@@ -199,6 +199,8 @@ def console_table(headline: pd.DataFrame) -> str:
     measures = [name for name in tables.HEADLINE if f"{name} after" in headline]
     keys = [c for c in headline.columns if not c.endswith((" before", " after"))]
     shown = headline[keys].astype(object).where(headline[keys].notna(), "-").rename(columns={"ckpt_step": "ckpt"})
+    if "shots" in shown:  # a count, stored as float beside rows without one
+        shown["shots"] = [s if s == "-" else int(s) for s in shown["shots"]]
     for name in measures:
         shown[name] = [f"{_number(b)} → {_number(a)}" for b, a in
                        zip(headline[f"{name} before"], headline[f"{name} after"])]
