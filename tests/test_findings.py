@@ -257,3 +257,9 @@ def test_toy_replay_reduction_keeps_each_width_its_own_cell():
     # per width (0.9 + 0.95) / 2 and (0.5 + 0.75) / 2, then their mean; pooling the widths' drifts would give 0.825
     assert out["value"] == pytest.approx((0.925 + 0.625) / 2)
     assert out["verdict"] == "reproduced"
+
+
+def test_the_mrc_asymmetry_is_the_difference_of_the_two_directions():
+    out = run("b_asymmetry", table(cross_rows(-0.6, 0.003)))
+    assert out["value"] == pytest.approx(-0.603) and out["verdict"] == "reproduced"
+    assert run("b_asymmetry", table(cross_rows(0.2, -0.3)))["verdict"] == "not reproduced"

@@ -233,6 +233,16 @@ def _direction(train_kind: str, eval_kind: str) -> Callable[[pd.DataFrame, dict[
     return per_seed
 
 
+def mrc_asymmetry(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
+    """Per seed: the classification -> generation mean change minus the generation ->
+    classification one (both as `_direction` computes them, seeds that have both)."""
+    gap = (_direction("classification", "generation")(table, kinds)
+           - _direction("generation", "classification")(table, kinds)).dropna()
+    if gap.empty:
+        raise Missing("needs both directions in the same seeds")
+    return gap
+
+
 def _law_r2(table: pd.DataFrame, fit: Callable[[pd.DataFrame], float]) -> pd.Series:
     """Per seed: the R² of a law fitted to the report's own in-loop points (each run's first steps
     left out, `tables.law_points`), mean over training tasks."""
@@ -365,6 +375,9 @@ FINDINGS = [
             "MRC generation -> classification +0.3% (not significant)", "mean relative change of classification "
             "tasks' scores after fine-tuning on a generation task", 0, 0.1,
             _direction("generation", "classification"), by_shots=True),
+    Finding("b_asymmetry", "Amuro & Char §6, Eq. 1", "Fine-tuning on classification hurts generation far more "
+            "than the reverse", "-61.4% against +0.3%", "MRC classification -> generation minus MRC generation "
+            "-> classification, per seed", -1, 0.0, mrc_asymmetry, by_shots=True),
     Finding("c_linear_law", "Kalajdzievski §4.1, Eq. 4", "Forgetting is linear in the fine-tuning loss",
             "R² .945 (OpenOrca), .974 (News)", "R² of forget_ce = -c * train_loss + s over in-loop steps, all "
             "ranks pooled, mean over tasks", +1, 0.9, linear_law_r2),
