@@ -132,8 +132,8 @@ def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points:
 def _direction_sections(changes: pd.DataFrame) -> list[Section]:
     """Amuro & Char's direction averages in the default prompt format, then one table per other format."""
     sections = []
-    for fmt in [mrc.DEFAULT_FORMAT] + [f for f in mrc.formats(changes) if f != mrc.DEFAULT_FORMAT]:
-        suffix = "" if fmt == mrc.DEFAULT_FORMAT else f"_{fmt}"
+    for fmt in [tables.DEFAULT_FORMAT] + [f for f in mrc.formats(changes) if f != tables.DEFAULT_FORMAT]:
+        suffix = "" if fmt == tables.DEFAULT_FORMAT else f"_{fmt}"
         sections.append(Section(
             f"mrc_directions{suffix}", f"Cross-task change by task kind ({fmt} format)",
             f"Mean relative change by kind (Amuro & Char's classification -> generation and generation -> "

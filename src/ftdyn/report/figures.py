@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ftdyn.report import fits  # noqa: E402
-from ftdyn.report.tables import CALIBRATION, FORGET, PRIMARY  # noqa: E402
+from ftdyn.report.tables import CALIBRATION, DEFAULT_FORMAT, FORGET, PRIMARY  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def one_design(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Rows of one method / prompt / rank / replay rate (sft and default preferred), and a note
     saying which, when the sweep varies them."""
     chosen = []
-    for column, preferred in (("method", "sft"), ("prompt", "default"), ("lora_rank", None),
+    for column, preferred in (("method", "sft"), ("prompt", DEFAULT_FORMAT), ("lora_rank", None),
                               ("replay_rate", 0.0)):
         if column not in table or table[column].nunique(dropna=False) < 2:
             continue

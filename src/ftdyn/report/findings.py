@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ftdyn.report import fits, mrc, tables
 from ftdyn.report.tables import FORGET, PRIMARY
@@ -136,13 +135,6 @@ def _seed_mean(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame.groupby("seed")[column].mean()
 
 
-def _default_format(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows in the default prompt format where the sweep scored several formats."""
-    if "prompt" in rows and (rows["prompt"] == mrc.DEFAULT_FORMAT).any():
-        return rows[rows["prompt"] == mrc.DEFAULT_FORMAT]
-    return rows
-
-
 def _same_shots(rows: pd.DataFrame) -> pd.DataFrame:
     """Before and after rows with equal numbers of demonstrations: the before stage's shots."""
     if "shots" not in rows or rows["shots"].isna().all():
@@ -156,7 +148,7 @@ def scores(table: pd.DataFrame, split_kind: str = "in_domain", metrics=PRIMARY) 
     `split_kind` (acc or Rouge-L), default format, equal shots; `gain` = after - before."""
     rows = table[(table["split_kind"] == split_kind) & table["metric"].isin(metrics)
                  & table["stage"].isin(["before", "after"])]
-    rows = _same_shots(_default_format(rows))
+    rows = _same_shots(tables.default_format(rows))
     if rows.empty:
         raise Missing(f"no before/after {split_kind} rows")
     keys = ["seed", "task", "ckpt_step", "method"]
@@ -174,18 +166,34 @@ def learned_in_pretraining(per_ckpt: pd.DataFrame) -> pd.Series:
     return means.groupby("task")["before"].agg(lambda b: b.iloc[-1] - b.iloc[0] >= LEARNED_RISE)
 
 
-def _slope_per_seed(frame: pd.DataFrame, column: str, groups: list[str]) -> pd.Series:
-    """Per seed: the least-squares slope of `column` against log10(ckpt_step), mean over `groups`."""
+def _mean_per_seed(frame: pd.DataFrame, groups: list[str], statistic: Callable[[pd.DataFrame], float],
+                   missing: str) -> pd.Series:
+    """Per seed: `statistic` of each group of `frame` by `groups`, averaged over the groups. A group
+    whose statistic is NaN is left out; one whose statistic raises ValueError too, with a warning.
+    Raises Missing(`missing`) when no seed has a value."""
     out = {}
     for seed, by_seed in frame.groupby("seed"):
-        slopes = [np.polyfit(np.log10(g["ckpt_step"].astype(float)), g[column], 1)[0]
-                  for _, g in (by_seed.groupby(groups) if groups else [(None, by_seed)])
-                  if g["ckpt_step"].nunique() >= 2]
-        if slopes:
-            out[seed] = float(np.mean(slopes))
+        values = []
+        for group, rows in by_seed.groupby(groups):
+            try:
+                values.append(statistic(rows))
+            except ValueError as err:
+                log.warning("finding: %s, seed %s: %s", group, seed, err)
+        values = [v for v in values if not np.isnan(v)]
+        if values:
+            out[seed] = float(np.mean(values))
     if not out:
-        raise Missing("needs >= 2 checkpoints")
+        raise Missing(missing)
     return pd.Series(out)
+
+
+def _slope_per_seed(frame: pd.DataFrame, column: str, groups: list[str]) -> pd.Series:
+    """Per seed: the least-squares slope of `column` against log10(ckpt_step), mean over `groups`."""
+    def slope(rows: pd.DataFrame) -> float:
+        if rows["ckpt_step"].nunique() < 2:
+            return float("nan")
+        return float(np.polyfit(np.log10(rows["ckpt_step"].astype(float)), rows[column], 1)[0])
+    return _mean_per_seed(frame, groups, slope, "needs >= 2 checkpoints")
 
 
 # --- the statistics --------------------------------------------------------------------------------
@@ -218,9 +226,9 @@ def _direction(train_kind: str, eval_kind: str) -> Callable[[pd.DataFrame, dict[
         if changes.empty:
             raise Missing("needs cross-task rows (eval.cross_tasks)")
         pairs = changes[(changes["train_kind"] == train_kind) & (changes["eval_kind"] == eval_kind)
-                        & (changes["prompt"] == mrc.DEFAULT_FORMAT)]
+                        & (changes["prompt"] == tables.DEFAULT_FORMAT)]
         if pairs.empty:
-            raise Missing(f"no {train_kind} -> {eval_kind} entries in the {mrc.DEFAULT_FORMAT} format")
+            raise Missing(f"no {train_kind} -> {eval_kind} entries in the {tables.DEFAULT_FORMAT} format")
         seeds = table.drop_duplicates("run_key").set_index("run_key")["seed"]
         defined = pairs[pairs["undefined"].isna()].assign(seed=lambda d: d["run_key"].map(seeds))
         values = _seed_mean(defined, "change") if not defined.empty else pd.Series(dtype=float)
@@ -250,19 +258,7 @@ def _law_r2(table: pd.DataFrame, fit: Callable[[pd.DataFrame], float]) -> pd.Ser
     if points.empty:
         raise Missing("needs in-loop rows (eval.every_n_steps > 0)")
     points["seed"] = points["run_key"].map(table.drop_duplicates("run_key").set_index("run_key")["seed"])
-    out = {}
-    for seed, by_seed in points.groupby("seed"):
-        r2 = []
-        for task, group in by_seed.groupby("task"):
-            try:
-                r2.append(fit(group))
-            except ValueError as err:
-                log.warning("finding: law fit on %s, seed %s: %s", task, seed, err)
-        if r2:
-            out[seed] = float(np.mean(r2))
-    if not out:
-        raise Missing("no law could be fitted")
-    return pd.Series(out)
+    return _mean_per_seed(points, ["task"], fit, "no law could be fitted")
 
 
 def linear_law_r2(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:

@@ -22,11 +22,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ftdyn.report.tables import DESIGN, PRIMARY, task_kind, varying, with_shots
+from ftdyn.report.tables import DEFAULT_FORMAT, DESIGN, PRIMARY, task_kind, varying, with_shots
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FORMAT = "default"  #: the format the authors train in and report the directions for
 ZERO_BASE = "base score 0: relative change undefined"
 
 

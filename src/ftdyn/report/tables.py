@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DESIGN = ["method", "lora_rank", "replay_rate", "prompt"]
 PRIMARY = ("acc", "rougeL")  #: the score of a classification / a generation eval set
+DEFAULT_FORMAT = "default"  #: the prompt format ftdyn (and Amuro & Char) train in; the others measure sensitivity
 KIND_ORDER = {"in_domain": 0, "out_of_domain": 1, "cross_task": 2, "probe": 3, "pretrain": 4}
 FORGET = "forget_ce"  #: Kalajdzievski's L_f: cross-entropy to the base model's soft next-token targets
 CALIBRATION = ["ece", "mce", "ece_ts", "mce_ts"]
@@ -40,6 +41,14 @@ def with_shots(table: pd.DataFrame) -> pd.DataFrame:
     """`table` with a `shots` column: results written before rows carried one get NaN (unknown),
     which compares equal to itself, so such a sweep reads as it did."""
     return table if table.empty or "shots" in table else table.assign(shots=np.nan)
+
+
+def default_format(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows in the default prompt format where the sweep scored it (among others); rows without
+    a prompt (the probe's, held-out text's) stay."""
+    if "prompt" not in rows or not (rows["prompt"] == DEFAULT_FORMAT).any():
+        return rows
+    return rows[rows["prompt"].isna() | (rows["prompt"] == DEFAULT_FORMAT)]
 
 
 def varying(table: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -102,8 +111,7 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
     scored = with_shots(table[table["stage"].isin(["before", "after"])])
     if scored.empty:
         return pd.DataFrame()
-    if scored["prompt"].nunique() > 1:  # prompt is None on the probe's and held-out text's rows
-        scored = scored[scored["prompt"].isna() | (scored["prompt"] == "default")]
+    scored = default_format(scored)
     keys = ["task", "ckpt_step", *varying(scored, [c for c in DESIGN if c != "prompt"])]
     prompted = scored[scored["split_kind"].isin(FEWSHOT_KINDS)]
     shots = ["shots"] if prompted["shots"].nunique(dropna=False) > 1 else []
