@@ -106,14 +106,21 @@ def per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, promp
     return per_row(model, encoded, tokenizer.pad_token_id, batch_size, run_batch)
 
 
+def next_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
+                      batch_size: int = 64, encoder: PromptEncoder | None = None) -> list[torch.Tensor]:
+    """Per prompt, the logits over the vocabulary at its last position (float32, on the CPU): what
+    the label-scoring rules read. Each prompt leaves room for the one token that follows."""
+    return per_prompt(model, tokenizer, prompts, batch_size,
+                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu(), room=1, encoder=encoder)
+
+
 def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
                   choices: Sequence[Sequence[str]], batch_size: int = 64,
                   forms: Sequence[str] = ("space", "bare"), encoder: PromptEncoder | None = None) -> list[torch.Tensor]:
     """Per prompt, each choice's score: logsumexp of the last-position logits of its forms' first
     sub-tokens. Each prompt leaves room for that one token, as its training row does."""
     candidates = functools.lru_cache(maxsize=None)(lambda c: label_token_ids(tokenizer, c, forms))
-    last = per_prompt(model, tokenizer, prompts, batch_size,
-                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu(), room=1, encoder=encoder)
+    last = next_token_logits(model, tokenizer, prompts, batch_size, encoder)
     return [torch.stack([logits[ids].logsumexp(-1) for ids in candidates(tuple(c))])
             for logits, c in zip(last, choices)]
 
@@ -148,8 +155,7 @@ def next_word_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     these scores. Each prompt leaves room for one token.
     """
     candidates = functools.lru_cache(maxsize=None)(lambda c: next_word_candidates(tokenizer, c))
-    last = per_prompt(model, tokenizer, prompts, batch_size,
-                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu(), room=1, encoder=encoder)
+    last = next_token_logits(model, tokenizer, prompts, batch_size, encoder)
     return [next_word_scores(logits, candidates(tuple(c))) for logits, c in zip(last, choices)]
 
 
