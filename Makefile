@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: run test test-fast test-gpu bench env study study-name figures clean
+.PHONY: run test test-fast test-gpu test-scale bench env study study-name figures clean
 
 # Named studies are conf/experiment/<name>.yaml (docs/studies.md); `_`-files are shared bases.
 STUDIES := $(filter-out _%,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
@@ -44,14 +44,17 @@ figures:
 # Tests by marker (pyproject.toml). The tests set their own environment (tests/conftest.py),
 # whatever the shell holds. pytest exits 5 when a selection holds no test; every selection here
 # holds some (without a CUDA device test-gpu's are collected and skipped: exit 0).
-test: $(VENV)/.installed  ## the whole CPU suite, what CI runs: all but `gpu` (<= 15 min on 2 cores)
-	$(PY) -m pytest -q -m "not gpu"
+test: $(VENV)/.installed  ## the whole CPU suite, what CI runs: all but `gpu` and `scale` (<= 15 min on 2 cores)
+	$(PY) -m pytest -q -m "not gpu and not scale"
 
-test-fast: $(VENV)/.installed  ## what you run while working: no `slow`, no `gpu` (<= 3 min on 2 cores)
-	$(PY) -m pytest -q -m "not slow and not gpu"
+test-fast: $(VENV)/.installed  ## what you run while working: no `slow`, `gpu` or `scale` (<= 3 min on 2 cores)
+	$(PY) -m pytest -q -m "not slow and not gpu and not scale"
 
 test-gpu: $(VENV)/.installed  ## the `gpu` tests; each skips itself without a CUDA device
 	$(PY) -m pytest -q -m gpu
+
+test-scale: $(VENV)/.installed  ## real-size catalogue models (OLMo-1B's shape): opt-in, ~10 min and <= 10 GB
+	$(PY) -m pytest -q -m scale
 
 # ftdyn's training path against transformers.Trainer, evaluation batched against a per-example
 # loop, and a whole job with the fast path on and off: one JSON line each (docs/performance.md).

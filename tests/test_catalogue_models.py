@@ -17,12 +17,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OlmoConfig, OlmoForCausalLM
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, OlmoConfig, OlmoForCausalLM
 
 from ftdyn import config as C
-from ftdyn import fingerprints, hub_models, ladder
-from ftdyn.data import model_heldout_rows, text_rows
+from ftdyn import fingerprints, hub_models, ladder, results, stand_ins
+from ftdyn.data import heldout_name, model_heldout_rows, text_rows
 from ftdyn.train import CONF_DIR, compose_config, train
+from ftdyn.world.corpus import heldout_documents
+from ftdyn.world.entities import make_world
 from ftdyn.world.tokenizer import train_tokenizer
 
 REAL_MODELS = ["olmo1b", "pythia160m", "pythia410m", "pythia1b"]
@@ -152,6 +154,46 @@ def test_identical_checkpoints_are_warned_about_and_recorded(tokenizer, tmp_path
     assert fingerprints.identical_steps(name, 2) == [4] and fingerprints.identical_steps(name, 1) == []
 
 
+@pytest.mark.parametrize("name", REAL_MODELS)
+def test_fingerprint_positions_stay_inside_every_tensor_of_every_catalogue_model(name):
+    """Each catalogue model at its real shape, on the meta device (sizes, no weights): the sampled
+    positions of every tensor run from its first element to its last, increasing, in bounds. The
+    float32 rule of version 1 put the last one out of bounds in every one of these models."""
+    sizes = {key: t.numel() for key, t in stand_ins.meta_model(name).state_dict().items()}
+    assert max(sizes.values()) > 2 ** 24  # the embedding: 38.6M (pythia160m) to 103M (olmo1b, pythia1b)
+    for key, n in sizes.items():
+        positions = fingerprints.sample_positions(n)
+        assert len(positions) == min(n, fingerprints.SAMPLE)
+        assert positions[0] == 0 and positions[-1] == n - 1, key
+        assert bool((positions[1:] > positions[:-1]).all()), key
+    largest = max(sizes.values())
+    assert torch.linspace(0, largest - 1, fingerprints.SAMPLE).long()[-1] == largest  # the old rule's bug
+
+
+def test_a_tensor_above_2_24_elements_is_fingerprinted_to_its_last_element():
+    model = torch.nn.Module()
+    model.weight = torch.nn.Parameter(torch.zeros(2 ** 24 + 3), requires_grad=False)
+    before = fingerprints.fingerprint(model)
+    positions = fingerprints.sample_positions(2 ** 24 + 3)
+    assert positions[-1] == 2 ** 24 + 2 and positions[1] == 256  # floor(1 * (n - 1) / 65535)
+    with torch.no_grad():
+        model.weight[-1] = 1.0
+    assert fingerprints.fingerprint(model) != before
+    with torch.no_grad():
+        model.weight[-1], model.weight[1] = 0.0, 1.0  # between two sampled positions: not seen
+    assert fingerprints.fingerprint(model) == before
+
+
+def test_a_record_of_another_fingerprint_rule_is_read_as_empty():
+    path = fingerprints.record_path("old-ladder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ladder": "old-ladder", "steps": {"1": {"fingerprint": "ab", "revision": None}},
+                                "identical": [[1, 2]]}))  # version 1 wrote no version
+    assert fingerprints.read("old-ladder") == {"ladder": "old-ladder", "version": fingerprints.VERSION,
+                                               "steps": {}, "identical": []}
+    assert fingerprints.identical_steps("old-ladder", 1) == []
+
+
 def test_fingerprint_samples_large_tensors_deterministically():
     small, big = torch.nn.Linear(4, 4), torch.nn.Linear(512, 256)  # 131k weights > SAMPLE
     assert fingerprints.fingerprint(big) == fingerprints.fingerprint(big)
@@ -186,14 +228,25 @@ def test_held_out_text_of_a_hub_model_comes_from_its_named_dataset(tokenizer, tm
                                local_dir=str(tmp_path)), "test", tokenizer, 5, 16)
 
 
+def test_a_hub_model_without_text_is_measured_on_tinyworld_held_out_documents(tokenizer):
+    run = C.to_typed(compose_config(["model=pythia160m", "model.text.path=null", "model.text.seq_len=16",
+                                     "model.text.heldout_rows=5"]))
+    rows = model_heldout_rows(run.model, tokenizer)
+    assert len(rows) == 5 and all(len(r["input_ids"]) == 16 and r["labels"] == r["input_ids"] for r in rows)
+    assert heldout_name(run.model) == "tinyworld_heldout"
+    world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
+    first = next(heldout_documents(world, run.model.pretrain.corpus_seed + 10_000))
+    assert tokenizer.decode(rows[0]["input_ids"]) == tokenizer.decode(tokenizer(first, add_special_tokens=False)["input_ids"][:16])
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("replay.rate=0.1", "replay.source=pretrain: ftdyn has no pre-training stream of hub model pythia160m"),
     ("eval.probe=true", "eval.probe=true: the world-facts probe only exists for ladder models"),
-    ("model.text.path=null", "model.text.path is not set for hub model pythia160m"),
+    ("model.text.path=null replay.rate=0.1 replay.source=text", "replay.source=text but model.text.path is not set"),
 ])
 def test_hub_models_refuse_what_only_ladders_have(override, message):
     with pytest.raises(C.ConfigError, match=message):
-        C.to_typed(compose_config(["model=pythia160m", override]))
+        C.to_typed(compose_config(["model=pythia160m", *override.split()]))
 
 
 def paws_files(root: Path) -> None:
@@ -236,3 +289,60 @@ def test_a_hub_job_runs_end_to_end_on_a_stand_in(tokenizer, tmp_path):
     assert metrics["run/run/ckpt_identical_to_step"] == 2 and metrics["run/run/train_steps"] == 2
     assert metrics["run/run/replay_fraction"] > 0
     assert (tmp_path / "job" / "done").exists() and {r["model"] for r in rows} == {"pythia160m"}
+
+
+def small_stand_in(name: str, tokenizer, path: Path) -> None:
+    """Catalogue model `name`'s architecture (`ftdyn.stand_ins`) at 2 layers, hidden 32."""
+    model_type, shape = stand_ins.CATALOGUE_SHAPES[name]
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 vocab_size=len(tokenizer), max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+                 eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    if "num_key_value_heads" in shape:
+        small["num_key_value_heads"] = 2
+    torch.manual_seed(0)
+    save(AutoModelForCausalLM.from_config(stand_ins.real_config(name, **small)), tokenizer, path)
+
+
+LLAMA_LINEAR = "down_proj,gate_proj,k_proj,o_proj,q_proj,up_proj,v_proj"
+
+
+@pytest.mark.parametrize(("name", "adapted", "per_layer"), [
+    ("micro", LLAMA_LINEAR, 7),  # ftdyn's own ladder: Llama
+    ("olmo1b", LLAMA_LINEAR, 7),
+    ("pythia160m", "dense,dense_4h_to_h,dense_h_to_4h,query_key_value", 4),  # GPT-NeoX
+])
+def test_lora_adapts_every_linear_layer_of_each_architecture_by_default(micro_ladder, tokenizer, tmp_path, name,
+                                                                        adapted, per_layer):
+    overrides = [f"model={name}"]
+    if name != "micro":
+        small_stand_in(name, tokenizer, tmp_path / "ladder" / stand_ins.final_revision(name))
+        overrides += [f"model.local_dir={tmp_path / 'ladder'}", "model.text.path=null", "model.text.seq_len=32",
+                      "model.text.heldout_rows=4"]
+    metrics = train(compose_config(overrides + ["method=lora", "method.max_steps=3", "task.train_size=24",
+                                                "task.eval_size=8", "fewshot.k=0"]), tmp_path / "job")
+    rows = [json.loads(line) for line in (tmp_path / "job" / "results.jsonl").read_text().splitlines()]
+    assert {r["lora_targets"] for r in rows} == {adapted}
+    assert metrics["run/run/lora_modules"] == 2 * per_layer  # 2 layers
+    heldout = "tinyworld_heldout"
+    assert metrics[f"before/{heldout}/forget_kl"] == 0 and metrics[f"after/{heldout}/forget_kl"] > 0
+
+
+def test_lora_targets_come_from_the_method_else_the_model_and_key_the_run_as_resolved(micro_ladder):
+    from ftdyn.methods import adapted_modules, add_lora
+
+    def adapted(*overrides: str) -> tuple[list[str], str]:
+        run = C.to_typed(compose_config(["model=micro", "method=lora", *overrides]))
+        model, _ = ladder.load_checkpoint(run.model, 40)
+        return adapted_modules(add_lora(model, run.method, run.lora_targets)), results.run_key(run)
+
+    every, key = adapted()
+    assert ",".join(every) == LLAMA_LINEAR
+    assert adapted("method.targets=[all-linear]")[1] == key  # spelled out on ftdyn's ladders: one run
+    assert adapted(f"method.targets=[{','.join(C.LADDER_LINEAR)}]")[1] == key
+    assert adapted("model.lora_targets=[q_proj,v_proj]")[0] == ["q_proj", "v_proj"]  # the model's own
+    assert adapted("model.lora_targets=[q_proj,v_proj]", "method.targets=[k_proj]")[0] == ["k_proj"]  # a study's
+    assert adapted("method.targets=[q_proj,v_proj]")[1] != key
+    with pytest.raises(C.ConfigError, match=r"method.targets=\['all-linear', 'q_proj'\]: all-linear stands alone"):
+        C.to_typed(compose_config(["method=lora", "method.targets=[all-linear,q_proj]"]))
+    with pytest.raises(C.ConfigError, match="model.lora_targets is empty"):
+        C.to_typed(compose_config(["model.lora_targets=[]"]))

@@ -47,7 +47,7 @@ def test_lora_trainable_parameters_are_linear_in_rank(micro_model_cfg):
     counts = {}
     for rank in (4, 16):
         model, _ = ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
-        lora = add_lora(model, C.MethodConfig(name="lora", rank=rank))
+        lora = add_lora(model, C.MethodConfig(name="lora", rank=rank), list(C.LADDER_LINEAR))
         counts[rank] = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     arch = micro_model_cfg.arch
     h, i, kv = arch.hidden_size, arch.intermediate_size, arch.hidden_size  # kv heads = heads here
@@ -226,4 +226,4 @@ def test_the_lpft_study_compares_head_methods_with_head_methods_in_tomihari_and_
     methods = study.hydra.sweeper.params.method.split(",")
     assert sorted(methods) == ["ft", "lorahead", "lpft", "lplora"] and set(methods) <= set(HEAD_METHODS)
     job = C.to_typed(compose_config(["+experiment=lpft", "method=lplora"]))
-    assert (list(job.method.targets), job.method.rank, job.method.alpha) == (["q_proj", "v_proj"], 8, 8.0)
+    assert (job.lora_targets, job.method.rank, job.method.alpha) == (["q_proj", "v_proj"], 8, 8.0)

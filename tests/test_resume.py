@@ -171,6 +171,14 @@ def test_keep_last_leaves_only_the_final_weights(micro_ladder, tmp_path):
     assert weights["global_step"] == 3 and "head.weight" in weights["state_dict"]
 
 
+def test_a_lora_stage_checkpoint_holds_its_adapters_and_head_not_the_frozen_base(micro_ladder, tmp_path):
+    train(compose_config(MICRO + ["method=lorahead", "method.max_steps=3", "task.eval_size=8", "trainer.keep=last"]),
+          tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "lora" / "end.ckpt", weights_only=False)["state_dict"]
+    assert {"head.weight", "head.bias"} <= state.keys()
+    assert all("lora_" in k or k.startswith("head.") for k in state), sorted(state)
+
+
 def test_keep_policy_and_checkpoint_interval_do_not_change_the_run_key():
     key = results.run_key(C.to_typed(compose_config(MICRO)))
     for extra in (["trainer.keep=all"], ["trainer.checkpoint_every_n_steps=7"]):

@@ -271,8 +271,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--job-args", default="", help="overrides of the whole-job figure (space separated)")
     parser.add_argument("--job-configs", default="", help="comma list of job-fast, job-padded (default: both)")
-    parser.add_argument("--stand-in", type=Path, default=None,
-                        help="only write a random checkpoint of the preset's shape to <dir>/main (write_stand_in)")
     parser.add_argument("--steps", type=int, default=0, help="optimiser steps per configuration (0: the preset's)")
     parser.add_argument("--warmup", type=int, default=-1, help="untimed first steps (-1: the preset's)")
     parser.add_argument("--eval-examples", type=int, default=0, help="examples evaluated in batches (0: the preset's)")
@@ -288,11 +286,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     preset = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in (
         ("steps", args.steps), ("warmup", args.warmup), ("eval_examples", args.eval_examples)) if v > 0 or
         (k == "warmup" and v >= 0)})
-    if args.stand_in is not None:
-        from ftdyn.bench_eval import write_stand_in
-
-        write_stand_in(preset, args.stand_in)
-        return []
     sections = args.sections.split(",")
     lines = []
     if "train" in sections:

@@ -28,16 +28,12 @@ EVAL_BATCH = 64
 
 
 def bench_tokenizer():
-    """A BPE tokenizer learned from tinyworld text (about 800 tokens) in well under a second,
-    with the NLI label words, and the text it learned from."""
-    from ftdyn.tasks.prompts import vocabulary_lines
+    """The tinyworld BPE tokenizer (`ftdyn.world.tokenizer.tinyworld_tokenizer`) and text to cut prompts from."""
     from ftdyn.world.corpus import corpus
     from ftdyn.world.entities import make_world
-    from ftdyn.world.tasks import NLI_LABELS
-    from ftdyn.world.tokenizer import train_tokenizer
+    from ftdyn.world.tokenizer import tinyworld_tokenizer
 
-    texts = corpus(make_world(0, 20), 1, 2000)
-    return train_tokenizer(texts + vocabulary_lines(list(NLI_LABELS)) * 20, 1024), texts
+    return tinyworld_tokenizer(), corpus(make_world(0, 20), 1, 2000)
 
 
 def bench_prompts(tokenizer, texts: list[str], n: int, seed: int = 2) -> list[str]:
@@ -89,23 +85,6 @@ def eval_section(preset: Preset, args, device: str) -> list[dict]:
             emit(line)
             lines.append(line)
     return lines
-
-
-def write_stand_in(preset: Preset, root: Path) -> Path:
-    """A checkpoint of the preset's shape (random weights, bf16 on disk) with the bench tokenizer,
-    as `root/main`: a hub model's offline stand-in (`model.local_dir`), so a real job runs on
-    the 1B shape without a ladder build, e.g.
-    `model=olmo1b model.local_dir=<root> model.checkpoints=[1] model.text.path=null eval.pretrain_loss=false`."""
-    tokenizer, _ = bench_tokenizer()
-    arch = {**preset.arch, "vocab_size": max(preset.arch["vocab_size"], len(tokenizer))}
-    model = random_model(arch)
-    model.config.pad_token_id, model.config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    model.config.bos_token_id = tokenizer.eos_token_id
-    target = root / "main"
-    model.to(torch.bfloat16).save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    log.info("wrote %s (%d parameters)", target, model.num_parameters())
-    return target
 
 
 class _StageTimer:

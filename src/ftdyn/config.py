@@ -42,6 +42,21 @@ class ConfigError(ValueError):
     """One or more config values are not allowed; the message lists every problem."""
 
 
+ALL_LINEAR = "all-linear"  #: peft's name for every linear layer of a model but its output layer
+#: the linear layers of ftdyn's own ladders (Llama) but the output: what `all-linear` adapts in them
+LADDER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _target_problems(key: str, targets: list[str]) -> list[str]:
+    """What is wrong with a list of LoRA targets: empty, or `all-linear` beside module names."""
+    if not targets:
+        return [f"{key} is empty: name the modules LoRA adapts, or [{ALL_LINEAR}]"]
+    if ALL_LINEAR in targets and len(targets) > 1:
+        return [f"{key}={list(targets)}: {ALL_LINEAR} stands alone (every linear layer but the output); "
+                f"allowed [{ALL_LINEAR}] or a list of module names"]
+    return []
+
+
 def cache_root() -> Path:
     """`$FTDYN_CACHE` (default `~/.cache/ftdyn`): built ladders and checkpoint fingerprints."""
     return Path(os.environ.get("FTDYN_CACHE", Path.home() / ".cache" / "ftdyn"))
@@ -103,7 +118,7 @@ class TextConfig:
     """A named text dataset (loaded with `datasets.load_dataset`), packed into LM rows: the
     pre-training-distribution text of a hub model, for forgetting (held-out) and replay."""
 
-    path: Optional[str] = None  #: hub id, e.g. wikitext; None: the model has none
+    path: Optional[str] = None  #: hub id, e.g. wikitext; None: none (held-out measures read tinyworld text instead)
     name: Optional[str] = None  #: dataset config, e.g. wikitext-103-raw-v1
     heldout_split: str = "test"  #: rows for pretrain_loss / forget_ce / forget_kl
     replay_split: str = "train"  #: rows replay rehearses (replay.source=text)
@@ -130,6 +145,9 @@ class ModelConfig:
     #: offline stand-in: one saved checkpoint per revision, in <local_dir>/<revision>/
     local_dir: Optional[str] = setting(None, launch=True)
     dtype: str = "float32"  #: weights as loaded (float32 keeps master weights exact under bf16-mixed)
+    #: the modules LoRA adapts in this model unless method.targets says otherwise: module names, or
+    #: [all-linear], peft's name for every linear layer but the output (any architecture)
+    lora_targets: list[str] = setting([ALL_LINEAR])
     text: TextConfig = field(default_factory=TextConfig)
     width: int = setting(64, ge=1)  #: source=toy: hidden units of each MLP layer
     depth: int = setting(2, ge=1)  #: source=toy: hidden layers of the MLP
@@ -146,6 +164,7 @@ class ModelConfig:
                        f"{self.pretrain.steps}: the last checkpoint must be the final step")
         if self.source == ModelSource.hub and not self.hf_id:
             out.append("model.hf_id is required when model.source=hub")
+        out += _target_problems("model.lora_targets", self.lora_targets)
         if self.text.path and self.text.heldout_split == self.text.replay_split:
             out.append(f"model.text.heldout_split and model.text.replay_split are both {self.text.heldout_split!r}: "
                        "replay would train on the held-out text; name two different splits")
@@ -236,8 +255,9 @@ class MethodConfig:
     #: LoRA scale numerator: updates are scaled by alpha / r (alpha / sqrt(r) if rslora)
     alpha: float = setting(16.0, gt=0)
     dropout: float = setting(0.0, ge=0, lt=1)
-    targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                  "down_proj"])  #: every attention and MLP projection
+    #: modules LoRA adapts: names (e.g. [q_proj, v_proj]), [all-linear] (every linear layer but the
+    #: output), or null: the model's own (model.lora_targets)
+    targets: Optional[list[str]] = None
     rslora: bool = False  #: rank-stabilised scaling (Kalajdzievski)
     #: probe stage (lp / lpft / lplora): inverse L2 strength of scikit-learn's LogisticRegression,
     #: minimising probe_c * sum of per-example cross-entropy + 0.5 * ||W||^2 (bias not penalised)
@@ -254,8 +274,8 @@ class MethodConfig:
         out = []
         if self.max_steps == 0:
             out.append("method.max_steps=0: allowed -1 (every epoch) or >= 1")
-        if not self.targets and Method(self.name) in LORA_METHODS:
-            out.append(f"method.targets is empty: method={self.name} needs modules to adapt")
+        if self.targets is not None and Method(self.name) in LORA_METHODS:
+            out += _target_problems("method.targets", self.targets)
         return out
 
 
@@ -499,9 +519,6 @@ class TrainConfig:
         if self.replay.rate > 0 and self.replay.source == ReplaySource.pretrain and hub:
             out.append(f"replay.source=pretrain: ftdyn has no pre-training stream of hub model "
                        f"{self.model.name}; use replay.source=text (model.text)")
-        if hub and (self.eval.pretrain_loss or self.eval.every_n_steps) and not self.model.text.path:
-            out.append(f"eval.pretrain_loss / eval.every_n_steps measure held-out pre-training text, "
-                       f"but model.text.path is not set for hub model {self.model.name}")
         if self.replay.rate > 0 and self.replay.source == ReplaySource.text and not self.model.text.path:
             out.append(f"replay.source=text but model.text.path is not set for {self.model.name}")
         if self.trainer.bucket_by_length and self.replay.rate > 0:
@@ -552,6 +569,16 @@ class TrainConfig:
             out.append("eval.diagnostics has ntk_change with trainer.extra.accumulate_grad_batches: a batch is not "
                        "an optimiser step; allowed without accumulation")
         return out
+
+    @property
+    def lora_targets(self) -> list[str]:
+        """The modules LoRA adapts: method.targets, else the model's (model.lora_targets). On
+        ftdyn's own ladders, whose layers are known (Llama), [all-linear] is spelled out as their
+        seven projections (`LADDER_LINEAR`), so the run key names the modules either way."""
+        targets = list(self.method.targets if self.method.targets is not None else self.model.lora_targets)
+        if targets == [ALL_LINEAR] and self.model.source == ModelSource.ladder:
+            return list(LADDER_LINEAR)
+        return targets
 
     @property
     def ckpt_step(self) -> int:

@@ -13,6 +13,7 @@ Replay reads the pre-training text as endless streams of packed rows (`pretrain_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
@@ -22,6 +23,8 @@ from ftdyn.config import HubSetConfig, ModelConfig, PretrainConfig, TextConfig
 from ftdyn.encoding import Prompt, PromptEncoder
 from ftdyn.world.corpus import heldout_documents, pretrain_documents
 from ftdyn.world.entities import make_world
+
+log = logging.getLogger(__name__)
 
 IGNORE = -100
 
@@ -108,11 +111,18 @@ def heldout_rows(pretrain: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -
 def model_heldout_rows(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
     """Held-out pre-training-distribution text of a model: tinyworld's held-out documents for a
     ladder (`heldout_rows`), the named held-out split of `model.text` (`model.text.heldout_split`,
-    e.g. wikitext-103 test) for a hub model, none if it names no text."""
+    e.g. wikitext-103 test) for a hub model. A hub model that names no text (`model.text.path`
+    null, e.g. an offline stand-in) is measured on tinyworld's held-out documents instead,
+    `model.text.heldout_rows` rows of `model.text.seq_len` tokens (eval_set `tinyworld_heldout`):
+    English-like text it never trained on, not its own pre-training distribution."""
     if model.source == "ladder":
         return heldout_rows(model.pretrain, tokenizer)
     if not model.text.path:
-        return []
+        log.warning("model %s names no held-out text (model.text.path=null): forgetting is measured on "
+                    "tinyworld's held-out documents", model.name)
+        world = make_world(model.pretrain.world_seed, model.pretrain.n_people)
+        texts = heldout_documents(world, model.pretrain.corpus_seed + 10_000)
+        return list(islice(packed_rows(texts, tokenizer, model.text.seq_len), model.text.heldout_rows))
     return text_rows(model.text, model.text.heldout_split, tokenizer, model.text.heldout_rows, model.text.seq_len)
 
 

@@ -286,18 +286,32 @@ def _probe_row(model, stage: str, tokenizer, world, batch: int) -> dict:
     return {**scored_row("world_facts", "probe", stage, None, "acc", hits), "shots": 0}  # a cloze, no demonstrations
 
 
+#: logits (rows x positions x vocabulary) one held-out forward may hold: forgetting works on them in
+#: float64, several tensors of that size at once (~1 GB at this budget). The tiny ladder's batches
+#: are far below it; a 50k vocabulary at 256 positions fits one row.
+LOGIT_BUDGET = 2 ** 24
+
+
+def heldout_batch_size(heldout: Sequence[dict], vocab_size: int, batch_size: int) -> int:
+    """Rows per held-out forward: `batch_size`, fewer where their logits would exceed `LOGIT_BUDGET`."""
+    width = max((len(r["input_ids"]) for r in heldout), default=1)
+    return max(1, min(batch_size, LOGIT_BUDGET // (width * vocab_size)))
+
+
 @torch.no_grad()
 def heldout_measures(model, base, heldout: Sequence[dict], pad_id: int, batch_size: int = 32) -> dict[str, float]:
     """On held-out pre-training text, per labelled position: the LM loss (`pretrain_loss`) and
     forgetting against `base` (`forget_ce`, `forget_kl`; seed-methods §2.1). `base` None: `model`
-    is the base, and its forgetting is zero."""
+    is the base, and its forgetting is zero. Batches hold at most `batch_size` rows, fewer for a
+    large vocabulary (`heldout_batch_size`): sums over positions, the same at any batch size."""
     totals = {"pretrain_loss": 0.0, "forget_ce": 0.0, "forget_kl": 0.0}
     count = 0
     for model_ in filter(None, (model, base)):
         model_.eval()
+    batch_size = heldout_batch_size(heldout, model.config.vocab_size, batch_size)
     for start in range(0, len(heldout), batch_size):
         batch = {k: v.to(device_of(model)) for k, v in collate(heldout[start:start + batch_size], pad_id).items()}
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
         logits = model(**inputs).logits[:, :-1].float()
         base_logits = logits if base is None else base(**inputs).logits[:, :-1].float()
         labels = batch["labels"][:, 1:]

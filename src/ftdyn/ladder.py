@@ -196,9 +196,10 @@ def _measure(root: Path, step: int, tokens: int, heldout: list[dict], tokenizer,
             "probe_acc": round(probe_accuracy(model, tokenizer, world), 4)}
 
 
-def load_checkpoint(model: C.ModelConfig, step: int):
+def load_checkpoint(model: C.ModelConfig, step: int, record: bool = True):
     """The model and tokenizer of one checkpoint: an ftdyn-built ladder's, or a hub model's
-    (`ftdyn.hub_models`). Either is fingerprinted into the ladder's record (`ftdyn.fingerprints`)."""
+    (`ftdyn.hub_models`). Either is fingerprinted into the ladder's record (`ftdyn.fingerprints`),
+    unless `record` is false (a checkpoint loaded again by the same job)."""
     if model.source == C.ModelSource.hub:
         lm, tokenizer, revision = hub_models.load(model, step)
     else:
@@ -209,7 +210,8 @@ def load_checkpoint(model: C.ModelConfig, step: int):
             tokenizer = PreTrainedTokenizerFast.from_pretrained(path, trust_remote_code=remote)
         except UNREADABLE as err:
             raise _checkpoint_error(path, step, err) from err
-    fingerprints.record(record_name(model), step, lm, revision)
+    if record:
+        fingerprints.record(record_name(model), step, lm, revision)
     return lm, tokenizer
 
 

@@ -33,9 +33,12 @@ def run_spec(cfg: C.TrainConfig) -> dict[str, object]:
     method = cfg.method.spec
     unused = {f"method.{k}" for k in ((() if method.lora else choices.LORA_FIELDS)
                                       + (() if method.probe else choices.PROBE_FIELDS))}
+    unused.add("model.lora_targets")  # what LoRA adapts enters as method.targets, resolved
     spec = {key: settings.json_safe(value) for key, _, value in settings.leaves(cfg)
             if key not in unused and not settings.is_launch(cfg, key)}
     spec["ckpt.step"] = cfg.ckpt_step  # ckpt=final and ckpt.step=<final> are the same run
+    if method.lora:
+        spec["method.targets"] = cfg.lora_targets
     return spec
 
 
@@ -45,11 +48,12 @@ def is_cross_task(eval_set: str) -> bool:
     return "/" in eval_set
 
 
-def run_facts(cfg: C.TrainConfig, key: str) -> dict:
-    """The columns every row of a run carries."""
+def run_facts(cfg: C.TrainConfig, key: str, adapted: list[str] | None = None) -> dict:
+    """The columns every row of a run carries; `lora_targets` names the modules LoRA adapted
+    (`adapted`, comma-joined; None without LoRA)."""
     return {"run_key": key, "model": cfg.model.name, "ckpt_step": cfg.ckpt_step, "task": cfg.task.name,
             "method": str(cfg.method.name), "lora_rank": cfg.method.rank if cfg.method.spec.lora else None,
-            "replay_rate": cfg.replay.rate,
+            "lora_targets": ",".join(adapted) if adapted else None, "replay_rate": cfg.replay.rate,
             "seed": cfg.seed}
 
 

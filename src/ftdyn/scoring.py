@@ -6,6 +6,8 @@ row sees the same positions it would alone and the scores do not depend on the b
 Prompts (text, or `ftdyn.encoding.Prompt`s whose demonstrations may be dropped) are fitted to the
 model's context by `PromptEncoder.fit`, with room for what each scorer reads or writes after
 them. A scorer given an `encoder` fits through it, so the caller can read how many it shortened.
+Scoring forwards build no KV cache (`use_cache=False`): nothing reads it, and at 1B a batch's
+cache is gigabytes (64 prompts x 200 tokens: 3.3 GB in float32). Only generation keeps one.
 
 - **Label logits** (Amuro & Char's TokenProb, seed-methods.md §1.5): one forward pass per batch,
   read at the last prompt position. A label's candidates are the first sub-tokens of its forms
@@ -72,10 +74,36 @@ def left_padded(token_lists: Sequence[list[int]], pad_id: int) -> dict[str, torc
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
 
 
-def _length_sorted_batches(token_lists: Sequence[list[int]], batch_size: int):
+#: bytes one evaluation batch may hold in activations, and in KV cache where it generates: a batch
+#: takes fewer than eval.batch_size rows where its rows times its longest row's tokens would need more
+#: (`token_budget`). The tiny ladder's batches stay far below it (about 160k tokens); OLMo-1B in
+#: float32 takes ~8k tokens a scoring batch and ~2.5k a generating one.
+EVAL_BYTES = 2 ** 30
+
+
+def token_budget(model: PreTrainedModel, cached: bool) -> int:
+    """Tokens (rows x width) one evaluation batch of `model` may hold within `EVAL_BYTES`: a
+    layer's activations per token (4 hidden-size and 3 intermediate-size vectors), and with a KV
+    cache (`cached`) every layer's key and value, at the weights' element size."""
+    config = model.config
+    hidden = config.hidden_size
+    per_token = 4 * hidden + 3 * getattr(config, "intermediate_size", 4 * hidden)
+    if cached:
+        per_token += 2 * config.num_hidden_layers * hidden
+    return max(1, EVAL_BYTES // (per_token * next(model.parameters()).element_size()))
+
+
+def _length_sorted_batches(token_lists: Sequence[list[int]], batch_size: int, max_tokens: int | None = None,
+                           grows: int = 0):
+    """Indices in batches of at most `batch_size`, longest rows first; with `max_tokens`, a batch
+    also stops before its rows times its longest row (plus `grows` tokens each) would exceed it."""
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    start = 0
+    while start < len(order):
+        width = len(token_lists[order[start]]) + grows  # the batch's longest row
+        rows = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // max(width, 1)))
+        yield order[start:start + rows]
+        start += rows
 
 
 def device_of(model: PreTrainedModel) -> torch.device:
@@ -84,12 +112,15 @@ def device_of(model: PreTrainedModel) -> torch.device:
 
 @torch.no_grad()
 def per_row(model: PreTrainedModel, token_lists: Sequence[list[int]], pad_id: int, batch_size: int,
-            run_batch: Callable[[dict, list[int]], Sequence]) -> list:
+            run_batch: Callable[[dict, list[int]], Sequence], *, grows: int = 0, cached: bool = False) -> list:
     """`run_batch(batch, rows)` -> one output per row, over length-sorted, left-padded batches;
-    `rows` are the batch rows' indices into `token_lists`. Outputs come back in input order."""
+    `rows` are the batch rows' indices into `token_lists`. Outputs come back in input order.
+    Batches hold at most `batch_size` rows, fewer where they would exceed `token_budget` (`grows`:
+    tokens each row gains as it generates, `cached`: whether it keeps a KV cache)."""
     out: list = [None] * len(token_lists)
     model.eval()
-    for idx in _length_sorted_batches(token_lists, batch_size):
+    budget = token_budget(model, cached)
+    for idx in _length_sorted_batches(token_lists, batch_size, budget, grows):
         batch = left_padded([token_lists[i] for i in idx], pad_id)
         outputs = run_batch({k: v.to(device_of(model)) for k, v in batch.items()}, idx)
         for row, i in enumerate(idx):
@@ -99,11 +130,13 @@ def per_row(model: PreTrainedModel, token_lists: Sequence[list[int]], pad_id: in
 
 def per_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
                batch_size: int, run_batch: Callable[[dict, list[int]], Sequence], *, room: int,
-               encoder: PromptEncoder | None = None) -> list:
+               encoder: PromptEncoder | None = None, generates: bool = False) -> list:
     """`per_row` over the prompts' tokens, each fitted to the model's context with `room` tokens
-    after it (`PromptEncoder.fit`; trailing whitespace removed, as in training)."""
+    after it (`PromptEncoder.fit`; trailing whitespace removed, as in training). `generates`: the
+    batch decodes those `room` tokens with a KV cache."""
     encoded = (encoder or PromptEncoder.of(model, tokenizer)).fit_all(prompts, room)
-    return per_row(model, encoded, tokenizer.pad_token_id, batch_size, run_batch)
+    return per_row(model, encoded, tokenizer.pad_token_id, batch_size, run_batch,
+                   grows=room if generates else 0, cached=generates)
 
 
 def next_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
@@ -111,7 +144,7 @@ def next_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """Per prompt, the logits over the vocabulary at its last position (float32, on the CPU): what
     the label-scoring rules read. Each prompt leaves room for the one token that follows."""
     return per_prompt(model, tokenizer, prompts, batch_size,
-                      lambda b, _: model(**b, logits_to_keep=1).logits[:, -1].float().cpu(), room=1, encoder=encoder)
+                      lambda b, _: model(**b, logits_to_keep=1, use_cache=False).logits[:, -1].float().cpu(), room=1, encoder=encoder)
 
 
 def choice_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt | str],
@@ -217,7 +250,8 @@ def constrained_choice(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
     distinct = {tuple(c) for c in choices}
     room = max((len(s) for c in distinct for word in sequences(c) for s in word), default=1)
-    return per_prompt(model, tokenizer, prompts, batch_size, decode_batch, room=room, encoder=encoder)
+    return per_prompt(model, tokenizer, prompts, batch_size, decode_batch, room=room, encoder=encoder,
+                      generates=True)
 
 
 def choice_loglik(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Prompt | str],
@@ -242,7 +276,7 @@ def choice_loglik(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, co
 
     def score_batch(batch: dict[str, torch.Tensor], idx: list[int]) -> list[float]:
         keep = max(continuation[i] for i in idx)
-        logits = model(**batch, logits_to_keep=keep + 1).logits[:, :-1].float()  # predict the last `keep` tokens
+        logits = model(**batch, logits_to_keep=keep + 1, use_cache=False).logits[:, :-1].float()  # predict the last `keep` tokens
         token_lp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, -keep:, None]).squeeze(-1)
         return [float(token_lp[row, keep - continuation[i]:].double().sum()) for row, i in enumerate(idx)]
 
@@ -267,7 +301,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         texts = tokenizer.batch_decode(new[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return [text.split("\n")[0] if cut_at_newline else text for text in texts]
 
-    return per_prompt(model, tokenizer, prompts, batch_size, continue_batch, room=max_new_tokens, encoder=encoder)
+    return per_prompt(model, tokenizer, prompts, batch_size, continue_batch, room=max_new_tokens, encoder=encoder,
+                      generates=True)
 
 
 #: Rouge-L as HF `evaluate`'s rouge computes it with its defaults (Amuro & Char's `eval/eval_pred.py`):

@@ -11,7 +11,6 @@ runs them again) and resumes killed ones from their checkpoints. Tests call
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from functools import partial
@@ -25,14 +24,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
-from ftdyn import cluster, fingerprints, jobs, ladder, results, tasks, toy, wandb_logging
+from ftdyn import cluster, fingerprints, jobs, ladder, memory, results, tasks, toy, wandb_logging
 from ftdyn.analysis import diagnostics, interpolation
 from ftdyn.choices import Diagnostic
 from ftdyn.data import heldout_name, model_heldout_rows
 from ftdyn.evaluate import evaluate_stage, result_row
-from ftdyn.methods import fit, plan
+from ftdyn.methods import adapted_modules, fit, plan
 from ftdyn.methods.checkpoints import JobClock, prune
 from ftdyn.methods.inloop import InLoopEval
+from ftdyn.reference import Reference
 from ftdyn.world.entities import make_world
 
 log = logging.getLogger(__name__)
@@ -87,22 +87,27 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     L.seed_everything(run.seed, verbose=False)
     if run.model.source == C.ModelSource.toy:  # the two-Gaussians MLP: its own model and measures (ftdyn.toy)
         rows, facts = toy.job(run, job_dir, callbacks=[preempted, clock])
-        return _write(run, key, job_dir, rows, facts, clock, identical=[])
+        return _write(run, key, job_dir, rows, facts, clock, identical=[], adapted=[])
 
     model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
     world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
     task = tasks.load(run.task, world, seed=run.seed)
     cross = [tasks.load_cross_task(name, world, run.seed, run.task.eval_size)
              for name in run.eval.cross_tasks if name != run.task.name]  # a study lists every task for every job
-    measure = dict(run=run, task=task, tokenizer=tokenizer, world=world, cross=cross,
-                   heldout=model_heldout_rows(run.model, tokenizer), heldout_name=heldout_name(run.model))
+    heldout = model_heldout_rows(run.model, tokenizer) if run.eval.pretrain_loss or run.eval.every_n_steps else []
+    measure = dict(run=run, task=task, tokenizer=tokenizer, world=world, cross=cross, heldout=heldout,
+                   heldout_name=heldout_name(run.model))
 
     device = eval_device(run.trainer)
     rows = evaluate_stage(model.to(device), stage="before", k=run.fewshot.k, **measure) if lead else []
-    facts = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}
+    memory.release()  # what evaluation freed, before training allocates its own
+    facts, adapted = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}, []
     if run.method.name != "base":
-        base = copy.deepcopy(model).requires_grad_(False)  # the reference for forgetting and acc_vs_base
-        in_loop = InLoopEval(run.eval.every_n_steps, base, measure["heldout"], tokenizer.pad_token_id,
+        # the checkpoint before training, for forgetting and acc_vs_base: held without a copy where it can be
+        reference = Reference(run, model, device, reload=lambda: ladder.load_checkpoint(run.model, run.ckpt_step,
+                                                                                         record=False)[0])
+        in_loop = InLoopEval(run.eval.every_n_steps, reference.during_training, measure["heldout"],
+                             tokenizer.pad_token_id,
                              run.eval.batch_size, measure["heldout_name"], tokenizer,
                              world if run.eval.probe else None,
                              head_norm=diagnostics.wants(run, Diagnostic.head_norm))
@@ -113,30 +118,32 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
         fitted = fit(model, tokenizer, task, run, job_dir,
                      callbacks=[*in_loop_cbs, *diagnostic_cbs, preempted, clock])
         rows += in_loop.rows
+        memory.release()  # what training freed (optimiser state, activations), before evaluation
         if lead:  # Lightning's teardown leaves the trained model on the CPU
             fitted.model.to(device)
             if fitted.head is not None:
                 fitted.head.to(device)
+            base = reference.after(fitted.model)
             after = partial(evaluate_stage, stage="after", k=run.fewshot.k_after, head=fitted.head, base=base,
                             **measure)
             rows += after(fitted.model)
             rows += diagnostics.rows(run, task, tokenizer, base, fitted, diagnostic_cbs)
             rows += interpolation.interpolation_rows(run.eval.interpolate, base, fitted.model, after)  # WiSE-FT
-        facts = fitted.facts
+        facts, adapted = fitted.facts, adapted_modules(fitted.model)
     if not lead:
         return {}  # rank 0 writes the job's results
     identical = fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)  # steps whose weights equal this one
-    return _write(run, key, job_dir, rows, facts, clock, identical)
+    return _write(run, key, job_dir, rows, facts, clock, identical, adapted)
 
 
 def _write(run: C.TrainConfig, key: str, job_dir: Path, rows: list[dict], facts: dict[str, float], clock: JobClock,
-           identical: list[int]) -> dict[str, float]:
+           identical: list[int], adapted: list[str]) -> dict[str, float]:
     """Add the run facts to the rows, write them and mark the job done (rank 0)."""
     facts["wall_s"] = round(clock.seconds(), 2)  # across requeues (JobClock)
     for name, value in [*facts.items(), *(("ckpt_identical_to_step", step) for step in identical)]:
         rows.append(result_row("run", None, "run", run.prompt.train, name, value))
 
-    base = results.run_facts(run, key)
+    base = results.run_facts(run, key, adapted)
     results.write_examples(job_dir, key, rows)
     results.write_rows(job_dir, [{**base, **row} for row in rows])
     wandb_logging.log_results(rows, run.prompt.train)

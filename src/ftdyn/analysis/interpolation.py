@@ -55,8 +55,9 @@ def interpolation_rows(alphas: list[float], base, fine_tuned,
     if not alphas:
         return []
     end_model = merged(fine_tuned)
-    start, end = base.state_dict(), end_model.state_dict()
-    scratch = copy.deepcopy(base)
+    start_model = base.plain() if hasattr(base, "plain") else base  # a LoRA model's base: its adapters removed
+    start, end = start_model.state_dict(), end_model.state_dict()
+    scratch = copy.deepcopy(start_model)
     _same_grad_flags(scratch, end_model)
     rows = []
     for alpha in alphas:

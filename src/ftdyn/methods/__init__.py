@@ -81,11 +81,18 @@ class Fitted:
     head_at: dict[str, tuple] = dataclasses.field(default_factory=dict)
 
 
-def add_lora(model, method: C.MethodConfig):
-    """Wrap `model` with peft LoRA adapters; peft freezes every base weight."""
+def add_lora(model, method: C.MethodConfig, targets: list[str]):
+    """Wrap `model` with peft LoRA adapters on `targets` (module names, or [all-linear]); peft
+    freezes every base weight."""
     config = LoraConfig(r=method.rank, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                        target_modules=list(method.targets), use_rslora=method.rslora, bias="none")
+                        target_modules=C.ALL_LINEAR if list(targets) == [C.ALL_LINEAR] else list(targets),
+                        use_rslora=method.rslora, bias="none")
     return get_peft_model(model, config)
+
+
+def adapted_modules(model) -> list[str]:
+    """The distinct names (last component) of the modules a peft model adapts, sorted."""
+    return sorted({name.rsplit(".", 1)[-1] for name in getattr(model, "targeted_module_names", [])})
 
 
 def _set_trainable(model, head: ClassifierHead | None, trains: str) -> None:
@@ -164,7 +171,8 @@ def _fit_training_stage(fitted: Fitted, stage: Stage, data: TrainDataModule, run
                         callbacks: list[L.Callback]) -> None:
     """Train one stage of `fitted` through a Lightning Trainer, in place, and add its facts."""
     if stage.trains == Trains.lora:
-        fitted.model = add_lora(fitted.model, run.method)
+        fitted.model = add_lora(fitted.model, run.method, run.lora_targets)
+        fitted.facts["lora_modules"] = len(fitted.model.targeted_module_names)
     _set_trainable(fitted.model, fitted.head, stage.trains)
     module, steps, resumed_at = _fit_stage(fitted.model, fitted.head, data, stage, run, job_dir, callbacks)
     fitted.model = module.model  # under trainer=fsdp, an unsharded copy of the trained model

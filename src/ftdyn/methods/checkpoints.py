@@ -75,8 +75,8 @@ class StageCheckpoints:
     def restore_finished(self, module: L.LightningModule, callbacks: list[L.Callback]) -> int:
         """Load a finished stage into `module` and `callbacks`; return the stage's optimiser steps."""
         ckpt = torch.load(self.end, map_location="cpu", weights_only=False)
+        module.on_load_checkpoint(ckpt)  # first: it puts back the frozen weights a checkpoint leaves out
         module.load_state_dict(ckpt["state_dict"])
-        module.on_load_checkpoint(ckpt)
         states = ckpt.get("callbacks", {})
         for callback in callbacks:
             if callback.state_key in states:
@@ -121,7 +121,8 @@ class JobClock(L.Callback):
 
 def prune(job_dir: Path, keep: str, last_stage: str | None) -> None:
     """Apply the keep policy to a done job: `none` deletes every checkpoint, `last` keeps the
-    final stage's `end.ckpt` (the fine-tuned weights), `all` keeps everything."""
+    final stage's `end.ckpt` (the weights it trained: a LoRA stage's adapters and head, not the
+    frozen base, `CausalLMModule.on_save_checkpoint`), `all` keeps everything."""
     root = job_dir / CHECKPOINTS
     if keep == "all" or not root.exists():
         return

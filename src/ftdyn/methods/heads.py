@@ -13,7 +13,7 @@ def last_token_features(model, input_ids: torch.Tensor, attention_mask: torch.Te
     Works for right padding (training batches) and left padding (evaluation batches).
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                output_hidden_states=True, logits_to_keep=1)
+                output_hidden_states=True, logits_to_keep=1, use_cache=False)
     hidden = out.hidden_states[-1]
     width = attention_mask.shape[1]
     last = width - 1 - attention_mask.flip(-1).long().argmax(-1)  # index of the last 1 in each row

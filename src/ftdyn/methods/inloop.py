@@ -14,6 +14,8 @@ model makes other errors than the base). The probe is the tiny world's knowledge
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 
@@ -22,9 +24,14 @@ from ftdyn.metrics import agreement
 
 
 class InLoopEval(L.Callback):
-    def __init__(self, every_n_steps: int, base, heldout: list[dict], pad_id: int, batch_size: int,
-                 heldout_name: str = "tinyworld_heldout", tokenizer=None, world=None, head_norm: bool = False):
-        self.every, self.base, self.heldout, self.heldout_name = every_n_steps, base, heldout, heldout_name
+    def __init__(self, every_n_steps: int, base_of: Callable[[torch.nn.Module], torch.nn.Module], heldout: list[dict],
+                 pad_id: int, batch_size: int, heldout_name: str = "tinyworld_heldout", tokenizer=None, world=None,
+                 head_norm: bool = False):
+        """
+        Args:
+            base_of: The base checkpoint beside the model in training (`ftdyn.reference.Reference.during_training`).
+        """
+        self.every, self.base_of, self.heldout, self.heldout_name = every_n_steps, base_of, heldout, heldout_name
         self.head_norm = head_norm  #: also record the classifier norm (eval.diagnostics=[head_norm])
         self.pad_id, self.batch_size = pad_id, batch_size
         self.tokenizer, self.world = tokenizer, world  # the probe's; None: no probe rows
@@ -32,9 +39,6 @@ class InLoopEval(L.Callback):
         self.offset = 0  # steps of earlier stages
         self.losses: list[float] = []
         self.rows: list[dict] = []
-
-    def on_train_start(self, trainer, module):
-        self.base.to(module.device)  # beside the model on every rank (under fsdp every rank measures)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
@@ -45,20 +49,21 @@ class InLoopEval(L.Callback):
         mean_loss = sum(self.losses) / len(self.losses)
         self.rows.append(result_row("train", None, stage, None, "train_loss", mean_loss))
         self.losses = []
-        measures = heldout_measures(module.model, self.base, self.heldout, self.pad_id, self.batch_size)
+        base = self.base_of(module.model).to(module.device)  # beside the model on every rank (fsdp: all measure)
+        measures = heldout_measures(module.model, base, self.heldout, self.pad_id, self.batch_size)
         self.rows += [result_row(self.heldout_name, "pretrain", stage, None, metric, value)
                       for metric, value in measures.items()]
-        self.rows += self._probe_rows(module.model, stage)
+        self.rows += self._probe_rows(module.model, base, stage)
         if self.head_norm and module.head is not None:
             self.rows.append(result_row("head", None, stage, None, "classifier_norm", module.head.norm()))
         module.model.train()
 
-    def _probe_rows(self, model, stage: str) -> list[dict]:
+    def _probe_rows(self, model, base, stage: str) -> list[dict]:
         """The probe's acc and acc_vs_base (agreement with the base's completions) at `stage`."""
         if self.world is None:
             return []
         if self.base_answers is None:
-            self.base_answers = probe_predictions(self.base, self.tokenizer, self.world, self.batch_size)[0]
+            self.base_answers = probe_predictions(base, self.tokenizer, self.world, self.batch_size)[0]
         predicted, golds = probe_predictions(model, self.tokenizer, self.world, self.batch_size)
         acc = sum(p == g for p, g in zip(predicted, golds)) / len(golds)
         return [result_row("world_facts", "probe", stage, None, "acc", acc),

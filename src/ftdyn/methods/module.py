@@ -71,7 +71,7 @@ class CausalLMModule(L.LightningModule):
         if "position_ids" in batch:  # a packed part (ftdyn.packing)
             return packed_forward(self.forward_model, batch, labels=batch["labels"]).loss
         return self.forward_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                  labels=batch["labels"]).loss
+                                  labels=batch["labels"], use_cache=False).loss
 
     def _head_loss(self, batch: dict) -> torch.Tensor:
         if "position_ids" in batch:
@@ -116,12 +116,25 @@ class CausalLMModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n_rows)
         return loss
 
+    def frozen_weights(self) -> set[str]:
+        """State-dict names of the weights this stage does not train (a LoRA stage's whole base model)."""
+        return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep what Lightning does not: the token count and the global RNG (LoRA dropout draws from it)."""
+        """Keep what Lightning does not: the token count and the global RNG (LoRA dropout draws from
+        it). Leave out the frozen weights: they are the checkpoint the job loaded, and a resumed job
+        loads them the same way, so a LoRA stage saves its adapters (and head), not a 1B base."""
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        frozen = self.frozen_weights()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the token count and RNG, and put back the frozen weights a checkpoint leaves out
+        (this module's own, as loaded), so the state dict loads whole and strictly."""
+        own = self.state_dict()
+        for name in self.frozen_weights():
+            checkpoint["state_dict"].setdefault(name, own[name])
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
         self.resumed_from_step = checkpoint.get("global_step", 0)
         log.info("resuming from step %d", self.resumed_from_step)

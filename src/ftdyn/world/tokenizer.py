@@ -26,3 +26,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=PAD,
                                    bos_token=EOS, padding_side="left")
+
+
+def tinyworld_tokenizer(n_docs: int = 2000, vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer learned in about a second from `n_docs` tinyworld documents and the prompt
+    and label vocabulary: what the bench and the stand-ins of real models (`ftdyn.stand_ins`) use."""
+    from ftdyn.tasks.prompts import vocabulary_lines
+    from ftdyn.world.corpus import corpus
+    from ftdyn.world.entities import make_world
+    from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS
+
+    texts = corpus(make_world(0, 20), 1, n_docs)
+    return train_tokenizer(texts + vocabulary_lines([*NLI_LABELS, *PARA_LABELS]) * 20, vocab_size)
