@@ -22,7 +22,7 @@ run: study
 # lists them, and the target fails after it). ARGS go to the jobs: e.g. ARGS="task.train_size=500"
 # or a cluster launcher, ARGS="hydra/launcher=slurm hydra.launcher.partition=gpu trainer=gpu".
 study: study-name $(VENV)/.installed
-	$(PY) -m ftdyn.ladder +experiment=$(NAME) $(filter model=% model.%,$(ARGS))
+	$(PY) -m ftdyn.pretrain +experiment=$(NAME) $(filter model=% model.%,$(ARGS))
 	status=0; $(PY) -m ftdyn.train -m +experiment=$(NAME) $(ARGS) || status=$$?; \
 	$(PY) -m ftdyn.report $(STUDY_DIR) --out $(STUDY_DIR)/report && exit $$status
 
@@ -44,7 +44,8 @@ figures:
 # Tests by marker (pyproject.toml). The tests set their own environment (tests/conftest.py),
 # whatever the shell holds. pytest exits 5 when a selection holds no test; every selection here
 # holds some (without a CUDA device test-gpu's are collected and skipped: exit 0).
-test: $(VENV)/.installed  ## the whole CPU suite, what CI runs: all but `gpu` and `scale` (<= 15 min on 2 cores)
+test: $(VENV)/.installed  ## the layers contract, then the whole CPU suite, what CI runs: all but `gpu` and `scale` (<= 15 min on 2 cores)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not gpu and not scale"
 
 test-fast: $(VENV)/.installed  ## what you run while working: no `slow`, `gpu` or `scale` (<= 3 min on 2 cores)

@@ -31,7 +31,7 @@ else
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 STAND_IN=/tmp/olmo1b-shape
-# OLMo-1B's real architecture and shape, random weights (python -m ftdyn.stand_ins): its final checkpoint
+# OLMo-1B's real architecture and shape, random weights (python -m ftdyn.models.stand_ins): its final checkpoint
 # (revision main); forgetting on tinyworld's held-out text (model.text.path=null: no wikitext offline)
 JOB="model=olmo1b model.local_dir=$STAND_IN model.text.path=null trainer=gpu task=syn_nli task.train_size=1000
      task.eval_size=300"
@@ -60,7 +60,7 @@ BENCH="$PY -m ftdyn.bench --preset olmo1b-shape --threads 0"
 step bench-train 150 $BENCH --sections train \
   --configs trainer,ftdyn-padded,ftdyn,ftdyn-bf16-true,trainer-b128,ftdyn-b128 >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"
 step bench-eval 60 $BENCH --sections eval >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"
-step stand-in 60 $PY -m ftdyn.stand_ins olmo1b "$STAND_IN" >> "$OUT/job.log" 2>&1
+step stand-in 60 $PY -m ftdyn.models.stand_ins olmo1b "$STAND_IN" >> "$OUT/job.log" 2>&1
 step job 120 $BENCH --sections job --job-configs job-fast --job-args "$JOB" >> "$OUT/bench.jsonl" 2>> "$OUT/job.log"
 step bench-compile 150 $BENCH --sections train --configs ftdyn-compile,ftdyn-b128-compile \
   >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"

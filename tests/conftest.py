@@ -47,8 +47,8 @@ _own_environment()
 import torch  # noqa: E402  (after OMP_NUM_THREADS is set)
 
 from ftdyn import config as C  # noqa: E402  (after FTDYN_CACHE is set)
-from ftdyn import ladder  # noqa: E402
-from ftdyn.train import compose_config  # noqa: E402
+from ftdyn.config.compose import compose_config
+from ftdyn.pretrain import ladder
 
 torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 says, in case something imported torch before it was set
 

@@ -11,11 +11,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import PYTHON
 from omegaconf import OmegaConf
 
-from conftest import PYTHON
-from ftdyn import jobs, ladder
-from ftdyn.train import compose_config, train
+from ftdyn.config.compose import compose_config
+from ftdyn.models import checkpoints, ladders
+from ftdyn.runs import store
+from ftdyn.train import train
 
 FAST = ["model=micro", "task.train_size=32", "task.eval_size=8", "fewshot.k=0", "method.max_steps=2"]
 
@@ -45,7 +47,7 @@ CASES = [
      ["split validation: no new example", "lower task.train_size or task.eval_size"]),
     ("task file without eval_sets", ["task=broken"], ["task broken: task.eval_sets is empty"]),
     ("corrupt ladder checkpoint file", ["ckpt.step=40"],  # prepared by _truncated_ladder_copy
-     ["step40/model.safetensors is corrupt or truncated", "to rebuild the ladder (python -m ftdyn.ladder)"]),
+     ["step40/model.safetensors is corrupt or truncated", "to rebuild the ladder (python -m ftdyn.pretrain)"]),
 ]
 
 
@@ -84,7 +86,7 @@ def test_bad_input_names_the_key_and_what_is_allowed(micro_ladder, tmp_path, mon
     job_dir = tmp_path / "job"
     with pytest.raises(Exception) as caught:
         cfg = compose_config(FAST + overrides + [f"hydra.searchpath=[file://{conf_extra}]"])
-        jobs.run(cfg, job_dir, train)
+        store.run(cfg, job_dir, train)
     message = str(caught.value) + str(caught.value.__cause__ or "")
     for fragment in fragments:
         assert fragment in message
@@ -126,8 +128,8 @@ def test_non_finite_loss_stops_the_job_at_that_step_and_records_it(micro_ladder,
 def test_a_truncated_checkpoint_file_is_named_with_the_ladder_to_delete(micro_ladder, tmp_path, monkeypatch):
     _truncated_ladder_copy(micro_ladder, tmp_path, monkeypatch)
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
-    with pytest.raises(ladder.CheckpointError) as caught:
-        jobs.run(compose_config(FAST), tmp_path / "job", train)
+    with pytest.raises(ladders.CheckpointError) as caught:
+        store.run(compose_config(FAST), tmp_path / "job", train)
     copy = tmp_path / "cache" / "ladders" / micro_ladder.name
     assert f"{copy / 'step40' / 'model.safetensors'} is corrupt or truncated (SafetensorError" in str(caught.value)
     assert f"delete {copy} to rebuild the ladder" in str(caught.value)
@@ -149,7 +151,7 @@ def _fails_without_done(cfg, tmp_path, monkeypatch) -> tuple[str, dict]:
     """Run `cfg` as a job; return its error message and failure record, checking no done marker."""
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
     with pytest.raises(Exception) as caught:
-        jobs.run(cfg, tmp_path / "job", train)
+        store.run(cfg, tmp_path / "job", train)
     _no_done_marker(tmp_path)
     return str(caught.value), json.loads((tmp_path / "job" / "failed.json").read_text())
 
@@ -189,19 +191,19 @@ def test_each_corrupt_checkpoint_file_is_named(micro_ladder, micro_model_cfg, tm
     broken = cache / "ladders" / micro_ladder.name / "step20" / name
     broken.write_bytes(broken.read_bytes()[:50])
     monkeypatch.setenv("FTDYN_CACHE", str(cache))
-    with pytest.raises(ladder.CheckpointError, match=re.escape(f"{broken} is corrupt or truncated")):
-        ladder.load_checkpoint(micro_model_cfg, 20)
+    with pytest.raises(ladders.CheckpointError, match=re.escape(f"{broken} is corrupt or truncated")):
+        checkpoints.load_checkpoint(micro_model_cfg, 20)
 
 
 def test_a_dry_run_lists_a_bad_job_as_invalid_naming_the_key(capsys, tmp_path, monkeypatch):
     from hydra import initialize_config_dir
 
-    from ftdyn import sweep
-    from ftdyn.train import CONF_DIR
+    from ftdyn.config.paths import conf_dir
+    from ftdyn.runs import dryrun
 
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path / "out"))
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        sweep.print_jobs([FAST + ["method=lora", "method.rank=0"], FAST + ["method=nope"]], "train")
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        dryrun.print_jobs([FAST + ["method=lora", "method.rank=0"], FAST + ["method=nope"]], "train")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("[0] invalid") and "method.rank=0: must be >= 1" in lines[1]
     assert lines[2].startswith("[1] invalid")  # Hydra's MissingConfigException, listed, not raised

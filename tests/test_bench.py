@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from ftdyn import bench
-from ftdyn.bench import example_lengths, padding_share, training_rows
+from ftdyn.bench import __main__
+from ftdyn.bench.train import padding_share
+from ftdyn.bench.workload import example_lengths, training_rows
 
 
 def test_the_workload_has_mnli_like_lengths_and_labels_only_the_answer():
@@ -22,7 +23,7 @@ def test_the_workload_has_mnli_like_lengths_and_labels_only_the_answer():
 
 @pytest.mark.slow
 def test_the_tiny_bench_prints_one_json_line_per_configuration(capsys, micro_ladder):
-    lines = bench.main(["--sections", "train,eval,job", "--steps", "6", "--warmup", "2", "--eval-examples", "16",
+    lines = __main__.main(["--sections", "train,eval,job", "--steps", "6", "--warmup", "2", "--eval-examples", "16",
                         "--job-args", "model=micro task.train_size=32 task.eval_size=16 eval.probe=false"])
     out = capsys.readouterr().out
     printed = [json.loads(line) for line in out.splitlines()]

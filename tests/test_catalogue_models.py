@@ -20,9 +20,12 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, OlmoConfig, OlmoForCausalLM
 
 from ftdyn import config as C
-from ftdyn import fingerprints, hub_models, ladder, results, stand_ins
-from ftdyn.data import heldout_name, model_heldout_rows, text_rows
-from ftdyn.train import CONF_DIR, compose_config, train
+from ftdyn.config import keys
+from ftdyn.config.compose import compose_config
+from ftdyn.config.paths import conf_dir
+from ftdyn.data.text import heldout_name, model_heldout_rows, text_rows
+from ftdyn.models import checkpoints, fingerprints, hub, stand_ins
+from ftdyn.train import train
 from ftdyn.world.corpus import heldout_documents
 from ftdyn.world.entities import make_world
 from ftdyn.world.tokenizer import train_tokenizer
@@ -65,13 +68,13 @@ def test_every_real_model_composes_and_resolves_each_step_from_a_stand_in(name, 
     names = real_revision_names(run)
     for revision in names:
         (tmp_path / revision).mkdir()
-    resolved = [hub_models.resolve(run.model, step) for step in run.model.checkpoints]
+    resolved = [hub.resolve(run.model, step) for step in run.model.checkpoints]
     expected = names[:len(run.model.checkpoints)]
     assert resolved == expected
     if name == "olmo1b":
         assert resolved[0] == "step1000-tokens4B" and resolved[-1] == "main"
         assert run.model.checkpoints == [1000, 18000, 342000, 424000, 505000, 592000, 738000, 738020]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         swept = compose("train", overrides=["ckpt=range", f"model={name}"], return_hydra_config=True)
     assert OmegaConf.select(swept, "hydra.sweeper.params")["ckpt.step"] == ",".join(map(str, run.model.checkpoints))
 
@@ -81,7 +84,7 @@ def test_a_step_without_a_revision_fails_naming_step_model_and_what_exists(tmp_p
         (tmp_path / revision).mkdir()
     run = C.to_typed(compose_config(["model=olmo1b", f"model.local_dir={tmp_path}"]))
     with pytest.raises(KeyError) as err:
-        hub_models.resolve(run.model, 18000)
+        hub.resolve(run.model, 18000)
     assert (f"model olmo1b ({tmp_path}) has no revision for step 18000; revisions that exist: "
             "['main', 'step1000-tokens4B', 'step342000-tokens1434B']") in str(err.value)
 
@@ -100,8 +103,8 @@ def test_the_online_path_reads_the_hubs_branches(monkeypatch):
     seen = []
     monkeypatch.setattr(huggingface_hub, "list_repo_refs", lambda repo: seen.append(repo) or Refs())
     run = C.to_typed(compose_config(["model=olmo1b"]))
-    assert hub_models.resolve(run.model, 738000) == "step738000-tokens3094B"
-    assert hub_models.resolve(run.model, 738020) == "main"
+    assert hub.resolve(run.model, 738000) == "step738000-tokens3094B"
+    assert hub.resolve(run.model, 738020) == "main"
     assert seen == ["allenai/OLMo-1B-hf", "allenai/OLMo-1B-hf"]
 
 
@@ -111,7 +114,7 @@ def test_an_olmo_stand_in_loads_through_the_auto_classes(tokenizer, tmp_path):
                                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
     save(olmo, tokenizer, tmp_path / "main")
     run = C.to_typed(compose_config(["model=olmo1b", f"model.local_dir={tmp_path}"]))
-    model, tok = ladder.load_checkpoint(run.model, run.ckpt_step)
+    model, tok = checkpoints.load_checkpoint(run.model, run.ckpt_step)
     assert type(model).__name__ == "OlmoForCausalLM" and next(model.parameters()).dtype == torch.float32
     assert fingerprints.fingerprint(model) == fingerprints.fingerprint(olmo)
     assert tok.pad_token_id is not None
@@ -127,11 +130,11 @@ def test_remote_code_never_runs_unless_trusted(tokenizer, tmp_path):
     (tmp_path / "step1000" / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
     run = C.to_typed(compose_config(["model=pythia160m", f"model.local_dir={tmp_path}",
                                      "model.checkpoints=[1000]"]))
-    model, _, revision = hub_models.load(run.model, 1000)
+    model, _, revision = hub.load(run.model, 1000)
     assert type(model) is GPTNeoXForCausalLM and revision == "step1000"
     run.model.trust_remote_code = True
     with pytest.raises(SystemExit, match="remote code ran"):
-        hub_models.load(run.model, 1000)
+        hub.load(run.model, 1000)
 
 
 def test_identical_checkpoints_are_warned_about_and_recorded(tokenizer, tmp_path, caplog):
@@ -139,10 +142,10 @@ def test_identical_checkpoints_are_warned_about_and_recorded(tokenizer, tmp_path
         save(tiny_neox(tokenizer, seed), tokenizer, tmp_path / revision)
     run = C.to_typed(compose_config(["model=pythia160m", f"model.local_dir={tmp_path}",
                                      "model.checkpoints=[1,2,4]"]))
-    with caplog.at_level(logging.WARNING, logger="ftdyn.fingerprints"):
+    with caplog.at_level(logging.WARNING, logger="ftdyn.models.fingerprints"):
         for step in (1, 2, 4):
-            ladder.load_checkpoint(run.model, step)
-    name = ladder.record_name(run.model)
+            checkpoints.load_checkpoint(run.model, step)
+    name = checkpoints.record_name(run.model)
     assert name.startswith("pythia160m-local-")
     record = json.loads(fingerprints.record_path(name).read_text())
     assert record["identical"] == [[2, 4]]
@@ -277,7 +280,7 @@ def test_a_hub_job_runs_end_to_end_on_a_stand_in(tokenizer, tmp_path):
         f"model.text.local_dir={data}", "model.text.seq_len=16", "model.text.heldout_rows=4",
         "task=paws", f"task.local_dir={data}", "task.train_size=8", "task.eval_size=4", "fewshot.k=1",
         "method.max_steps=2", "method.batch_size=4", "replay.rate=0.25", "replay.source=text", "replay.seq_len=16"]))
-    ladder.load_checkpoint(run.model, 2)  # an earlier job fingerprinted step 2
+    checkpoints.load_checkpoint(run.model, 2)  # an earlier job fingerprinted step 2
     metrics = train(run, tmp_path / "job")
     rows = [json.loads(line) for line in (tmp_path / "job" / "results.jsonl").read_text().splitlines()]
     for stage in ("before", "after"):
@@ -292,7 +295,7 @@ def test_a_hub_job_runs_end_to_end_on_a_stand_in(tokenizer, tmp_path):
 
 
 def small_stand_in(name: str, tokenizer, path: Path) -> None:
-    """Catalogue model `name`'s architecture (`ftdyn.stand_ins`) at 2 layers, hidden 32."""
+    """Catalogue model `name`'s architecture (`ftdyn.models.stand_ins`) at 2 layers, hidden 32."""
     model_type, shape = stand_ins.CATALOGUE_SHAPES[name]
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                  vocab_size=len(tokenizer), max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
@@ -328,12 +331,12 @@ def test_lora_adapts_every_linear_layer_of_each_architecture_by_default(micro_la
 
 
 def test_lora_targets_come_from_the_method_else_the_model_and_key_the_run_as_resolved(micro_ladder):
-    from ftdyn.methods import adapted_modules, add_lora
+    from ftdyn.methods.fit import adapted_modules, add_lora
 
     def adapted(*overrides: str) -> tuple[list[str], str]:
         run = C.to_typed(compose_config(["model=micro", "method=lora", *overrides]))
-        model, _ = ladder.load_checkpoint(run.model, 40)
-        return adapted_modules(add_lora(model, run.method, run.lora_targets)), results.run_key(run)
+        model, _ = checkpoints.load_checkpoint(run.model, 40)
+        return adapted_modules(add_lora(model, run.method, run.lora_targets)), keys.run_key(run)
 
     every, key = adapted()
     assert ",".join(every) == LLAMA_LINEAR

@@ -17,8 +17,8 @@ from conftest import MICRO
 
 from ftdyn import config as C
 from ftdyn import tasks
+from ftdyn.config.compose import compose_config
 from ftdyn.tasks import hub
-from ftdyn.train import compose_config
 from ftdyn.world.entities import make_world
 
 

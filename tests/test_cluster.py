@@ -18,18 +18,20 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import MICRO, PYTHON
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM, get_linear_schedule_with_warmup
 
-from conftest import MICRO, PYTHON
-from ftdyn import cluster
 from ftdyn import config as C
-from ftdyn import ladder, results
-from ftdyn.batches import TrainDataModule
+from ftdyn.config import keys
+from ftdyn.config.compose import compose_config
+from ftdyn.config.paths import conf_dir
+from ftdyn.data.batches import TrainDataModule
+from ftdyn.launch import cluster
 from ftdyn.methods.module import CausalLMModule
-from ftdyn.train import CONF_DIR, compose_config
+from ftdyn.models import checkpoints
 
 SMALL = ["model=micro", "task.train_size=32", "task.eval_size=10", "trainer.threads=1"]
 
@@ -184,7 +186,7 @@ def test_unknown_strategy_is_a_config_error():
 
 
 def test_launcher_configs_compose_with_resources_following_the_trainer():
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         full = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
                                            "hydra.launcher.partition=gpu"], return_hydra_config=True)
         launcher = OmegaConf.to_container(full.hydra.launcher, resolve=True)
@@ -256,7 +258,7 @@ def test_a_signalled_job_checkpoints_exits_and_its_rerun_continues_the_same_wand
     args = [PYTHON, "-m", "ftdyn.train", *MICRO, "method.epochs=2", "trainer.threads=1", "logger=wandb",
             f"hydra.run.dir={job}"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
-    store = outputs / "jobs" / results.run_key(C.to_typed(compose_config(args[3:-1])))
+    store = outputs / "jobs" / keys.run_key(C.to_typed(compose_config(args[3:-1])))
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (store / "wandb_id").exists() and first.poll() is None and time.time() < deadline:
@@ -290,7 +292,7 @@ def test_a_warning_signal_under_submitit_requeues_the_job_which_resumes_and_fini
     wandb_dir.mkdir()
     args = [*MICRO, "task.eval_size=10", "method.epochs=2", "trainer.threads=1", "trainer.checkpoint_every_n_steps=5",
             "logger=wandb"]
-    store = outputs / "jobs" / results.run_key(C.to_typed(compose_config(args)))
+    store = outputs / "jobs" / keys.run_key(C.to_typed(compose_config(args)))
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
     launch = subprocess.Popen([PYTHON, "-m", "ftdyn.train", "-m", "hydra/launcher=local_jobs", *args,
                                f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, text=True,
@@ -330,7 +332,7 @@ def test_checkpoints_load_without_remote_code_unless_asked(micro_ladder, monkeyp
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(LlamaForCausalLM, "from_pretrained", classmethod(spy))
-    ladder.load_checkpoint(model_cfg, 40)
+    checkpoints.load_checkpoint(model_cfg, 40)
     asked = C.to_typed(compose_config(["model=micro", "model.trust_remote_code=true"])).model
-    ladder.load_checkpoint(asked, 40)
+    checkpoints.load_checkpoint(asked, 40)
     assert seen == [False, True]

@@ -9,10 +9,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from ftdyn import config as C
-from ftdyn.train import CONF_DIR, compose_config
+from ftdyn.config.compose import compose_config
+from ftdyn.config.paths import conf_dir
 
 # `_name.yaml` files are bases that options extend (conf/model/_hub.yaml), not options themselves
-GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONF_DIR.iterdir() if group.is_dir()
+GROUP_OPTIONS = sorted((group.name, option.stem) for group in conf_dir().iterdir() if group.is_dir()
                        for option in group.glob("*.yaml") if not option.stem.startswith("_"))
 
 
@@ -113,7 +114,7 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_range_sweeps_the_selected_models_checkpoints():
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["ckpt=range", "model=micro"], return_hydra_config=True)
     assert OmegaConf.select(cfg, "hydra.sweeper.params")["ckpt.step"] == "5,10,20,40"
     assert cfg.ckpt.step is None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from ftdyn.batches import collate
-from ftdyn.data import IGNORE, encode_pair, encode_text_rows
-from ftdyn.evaluate import first_token_ids
+from ftdyn.data.batches import collate
+from ftdyn.data.rows import IGNORE, encode_pair
+from ftdyn.data.text import encode_text_rows
+from ftdyn.eval.scoring import first_token_ids
 from ftdyn.tasks.prompts import FORMATS, render
 
 
@@ -69,9 +70,9 @@ def test_prompt_formats_render_the_reference_templates_exactly(family, fmt):
 
 @pytest.mark.parametrize("task_name", ["syn_nli", "syn_para"])
 def test_fewshot_demonstrations_come_from_train_and_never_contain_an_evaluated_example(task_name):
-    from ftdyn import tasks
-    from ftdyn.train import compose_config
     from ftdyn import config as C
+    from ftdyn import tasks
+    from ftdyn.config.compose import compose_config
     from ftdyn.world.entities import make_world
 
     task = tasks.load(C.to_typed(compose_config([f"task={task_name}"])).task, make_world(0))
@@ -87,7 +88,7 @@ def test_fewshot_demonstrations_come_from_train_and_never_contain_an_evaluated_e
 
 
 def test_ranks_split_each_pass_into_equal_disjoint_shares():
-    from ftdyn.batches import ShuffledBatches
+    from ftdyn.data.batches import ShuffledBatches
 
     whole = list(ShuffledBatches(40, 8, seed=3))  # 5 batches
     ranks = [list(ShuffledBatches(40, 8, seed=3, rank=r, world_size=2)) for r in (0, 1)]
@@ -104,7 +105,7 @@ def test_ranks_split_each_pass_into_equal_disjoint_shares():
 def test_the_pretraining_stream_is_the_corpus_packed_in_order(micro_ladder, micro_model_cfg):
     from itertools import islice
 
-    from ftdyn.data import pretrain_rows, pretrain_stream
+    from ftdyn.data.text import pretrain_rows, pretrain_stream
     from ftdyn.world.corpus import corpus
     from ftdyn.world.entities import make_world
 
@@ -118,8 +119,9 @@ def test_the_pretraining_stream_is_the_corpus_packed_in_order(micro_ladder, micr
 
 
 def _text_config(root, lines: list[str]):
-    from ftdyn import config as C
     from test_catalogue_tasks import write
+
+    from ftdyn import config as C
 
     write(root, "local/text", None, "train", [{"text": t} for t in lines])
     return C.TextConfig(path="local/text", local_dir=str(root))
@@ -128,7 +130,7 @@ def _text_config(root, lines: list[str]):
 def test_a_text_split_streams_its_documents_in_order_and_cycles(micro_ladder, tmp_path):
     from itertools import islice
 
-    from ftdyn.data import text_rows, text_stream
+    from ftdyn.data.text import text_rows, text_stream
 
     tok = _tokenizer(micro_ladder)
     docs = [f"Alice lives in Paris {i} and Bob is a baker." for i in range(12)]
@@ -141,7 +143,7 @@ def test_a_text_split_streams_its_documents_in_order_and_cycles(micro_ladder, tm
 
 
 def test_a_text_split_with_nothing_to_replay_is_refused_by_name(micro_ladder, tmp_path):
-    from ftdyn.data import text_stream
+    from ftdyn.data.text import text_stream
 
     with pytest.raises(ValueError, match="text dataset local/text:train: no non-empty document in field 'text'"):
         text_stream(_text_config(tmp_path, ["", "  "]), "train", _tokenizer(micro_ladder), seq_len=16)
@@ -149,7 +151,7 @@ def test_a_text_split_with_nothing_to_replay_is_refused_by_name(micro_ladder, tm
 
 def test_a_hub_models_heldout_split_may_not_be_the_one_replay_trains_on():
     from ftdyn import config as C
-    from ftdyn.train import compose_config
+    from ftdyn.config.compose import compose_config
 
     assert C.to_typed(compose_config(["model=pythia160m"])).model.text.heldout_split == "test"  # named, held out
     with pytest.raises(C.ConfigError, match="model.text.heldout_split and model.text.replay_split are both 'train'"):
@@ -159,7 +161,7 @@ def test_a_hub_models_heldout_split_may_not_be_the_one_replay_trains_on():
 def test_heldout_rows_are_the_heldout_documents_packed(micro_ladder, micro_model_cfg):
     from itertools import islice
 
-    from ftdyn.data import heldout_rows
+    from ftdyn.data.text import heldout_rows
     from ftdyn.world.corpus import heldout_documents
     from ftdyn.world.entities import make_world
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import MICRO
+
 from ftdyn import config as C
 from ftdyn.analysis import features as feat
-from ftdyn.choices import HEAD_METHODS
-from ftdyn.train import compose_config, train
+from ftdyn.config.choices import HEAD_METHODS
+from ftdyn.config.compose import compose_config
+from ftdyn.train import train
 
 FAST = MICRO + ["task.train_size=96", "method.batch_size=8", "eval.probe=false", "eval.pretrain_loss=false",
                 "eval.diagnostics=[head_norm,features,ntk]", "eval.every_n_steps=6", "eval.ntk_size=8"]

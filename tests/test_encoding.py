@@ -8,15 +8,17 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import MICRO, PYTHON, REPO
+
 from ftdyn import config as C
-from ftdyn import ladder, tasks
-from ftdyn.data import completion_text, encode_pair
-from ftdyn.encoding import Prompt, PromptEncoder
-from ftdyn.evaluate import evaluate_stage
-from ftdyn.tasks.prompts import render
-from ftdyn.train import compose_config, train
+from ftdyn import tasks
+from ftdyn.config.compose import compose_config
+from ftdyn.data.encoding import PromptEncoder
+from ftdyn.data.rows import completion_text, encode_pair
+from ftdyn.eval.stage import evaluate_stage
+from ftdyn.models import checkpoints
+from ftdyn.tasks.prompts import Prompt, render
+from ftdyn.train import train
 from ftdyn.world.entities import make_world
 
 K = 4
@@ -24,7 +26,7 @@ K = 4
 
 @pytest.fixture(scope="module")
 def micro(micro_ladder, micro_model_cfg):
-    return ladder.load_checkpoint(micro_model_cfg, 40)
+    return checkpoints.load_checkpoint(micro_model_cfg, 40)
 
 
 def _task(name: str, eval_size: int = 24) -> tasks.TaskData:
@@ -89,7 +91,7 @@ def test_a_training_row_keeps_its_whole_completion_and_the_end_of_its_prompt(mic
 
 
 def _room(task: tasks.TaskData, tokenizer, example: dict) -> int:
-    """What each evaluation path leaves after a prompt (ftdyn.encoding's module docstring)."""
+    """What each evaluation path leaves after a prompt (ftdyn.data.encoding's module docstring)."""
     if task.cfg.kind == "generation":
         return task.cfg.max_new_tokens
     if task.cfg.kind == "multiple_choice":
@@ -171,7 +173,7 @@ def test_a_job_on_a_small_context_ladder_records_its_shortened_prompts(micro_lad
     train(compose_config(overrides), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     truncated = {(r["eval_set"], r["split_kind"]): r["value"] for r in rows if r["metric"] == "prompts_truncated"}
-    model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
+    model, tokenizer = checkpoints.load_checkpoint(run.model, run.ckpt_step)
     assert model.config.max_position_embeddings == 128
     task = tasks.load(run.task, make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people), seed=run.seed)
     expected = _expected_counts(task, tokenizer, 128)

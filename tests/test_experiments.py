@@ -2,7 +2,7 @@
 that docs/studies.md states for it (parsed from the doc, so doc and config cannot drift), and
 launches as its config says unless the command line says otherwise.
 
-The dry runs are ftdyn.sweep's own (`job_overrides` + `print_jobs`, what `+dry=true` runs), in
+The dry runs are ftdyn.runs.dryrun's own (`job_overrides` + `print_jobs`, what `+dry=true` runs), in
 process; one slow test runs the `+dry=true` command itself and one runs a study for real.
 """
 
@@ -13,18 +13,19 @@ import re
 import subprocess
 
 import pytest
+from conftest import PYTHON, REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import PYTHON, REPO
 from ftdyn import config as C
-from ftdyn import results, sweep
-from ftdyn.train import CONF_DIR
+from ftdyn.config import keys
+from ftdyn.config.paths import conf_dir
+from ftdyn.runs import dryrun
 
 DOC = REPO / "docs" / "studies.md"
-STUDIES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+STUDIES = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 JOB_LINE = re.compile(r"^\[(\d+)\] (\S+) +(\w+) ")
 
 
@@ -50,21 +51,21 @@ def private_outputs(tmp_path, monkeypatch):
 def compose_sweep(overrides: list[str]) -> DictConfig:
     """The sweep's config with its hydra node, as `python -m ftdyn.train -m <overrides>` composes it
     (in multirun mode: `compose` refuses sweep values such as `method=sft,lora`)."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return GlobalHydra.instance().hydra.compose_config("train", overrides, run_mode=RunMode.MULTIRUN,
                                                            from_shell=True, with_log_configuration=False)
 
 
 def compose_job(overrides: list[str]) -> C.TrainConfig:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return C.to_typed(compose("train", overrides=overrides))
 
 
 def dry_run(overrides: list[str], capsys) -> tuple[list[tuple[str, str]], str]:
     """`-m <overrides> +dry=true` in process: each listed job's (run key, status), and the summary line."""
     cfg = compose_sweep(overrides)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        sweep.print_jobs(sweep.job_overrides(cfg), "train")
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        dryrun.print_jobs(dryrun.job_overrides(cfg), "train")
     lines = capsys.readouterr().out.splitlines()
     listed = [JOB_LINE.match(line).groups()[1:] for line in lines if JOB_LINE.match(line)]
     summary = next(line for line in lines if re.match(r"^\d+ jobs \(", line))
@@ -101,7 +102,7 @@ def test_command_line_wins_over_a_studys_grid_settings_and_launcher(tmp_path):
                          "hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"])
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.partition == "gpu"
     assert cfg.hydra.sweep.dir == str(tmp_path)
-    jobs = [compose_job(overrides) for overrides in sweep.job_overrides(cfg)]
+    jobs = [compose_job(overrides) for overrides in dryrun.job_overrides(cfg)]
     assert sorted((j.seed, j.task.name, j.method.name) for j in jobs) == sorted(
         (seed, "syn_nli", method) for seed in (0, 1, 2) for method in ("sft", "lora"))
     assert {j.trainer.threads for j in jobs} == {4}
@@ -116,10 +117,11 @@ def test_default_study_is_the_readme_sweep_so_make_run_leaves_it_done():
     """`make run`'s jobs are the jobs of `python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para
     fewshot.also_zero_shot=true`,
     launch settings aside (the study runs one-thread jobs)."""
-    def keys(overrides):
-        return sorted(results.run_key(compose_job(o)) for o in sweep.job_overrides(compose_sweep(overrides)))
+    def run_keys(overrides):
+        return sorted(keys.run_key(compose_job(o)) for o in dryrun.job_overrides(compose_sweep(overrides)))
 
-    assert keys(["+experiment=default"]) == keys(["ckpt=range", "task=syn_nli,syn_para", "fewshot.also_zero_shot=true"])
+    assert run_keys(["+experiment=default"]) == run_keys(["ckpt=range", "task=syn_nli,syn_para",
+                                                          "fewshot.also_zero_shot=true"])
 
 
 def _env(tmp_path) -> dict[str, str]:

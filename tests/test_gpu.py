@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import MICRO
-from ftdyn import train as train_module
-from ftdyn.train import compose_config, train
+from omegaconf import OmegaConf
 from test_cluster import SMALL, _facts, _rows, _sweep
+
+from ftdyn import train as train_module
+from ftdyn.config.compose import compose_config
+from ftdyn.train import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 import torch
-
 from conftest import MICRO, PYTHON, REPO
+
 from ftdyn import config as C
 from ftdyn.analysis.interpolation import interpolated_state
-from ftdyn.train import compose_config, train
+from ftdyn.config.compose import compose_config
+from ftdyn.train import train
 
 # fewshot.k=0: the base model's `before` rows are then scored exactly as an `after` stage is
 CHECKER = REPO.parent / "shared" / "tools" / "check-results"

@@ -12,8 +12,9 @@ import torch
 from transformers import LlamaForCausalLM
 
 from ftdyn import config as C
-from ftdyn import ladder
-from ftdyn.train import compose_config
+from ftdyn.config.compose import compose_config
+from ftdyn.models import checkpoints, ladders
+from ftdyn.pretrain import ladder
 
 
 def test_every_checkpoint_is_a_loadable_hf_checkpoint(micro_ladder, micro_model_cfg):
@@ -22,7 +23,7 @@ def test_every_checkpoint_is_a_loadable_hf_checkpoint(micro_ladder, micro_model_
     for entry in manifest["checkpoints"]:
         path = micro_ladder / entry["path"]
         assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
-        model, tokenizer = ladder.load_checkpoint(micro_model_cfg, entry["step"])
+        model, tokenizer = checkpoints.load_checkpoint(micro_model_cfg, entry["step"])
         assert isinstance(model, LlamaForCausalLM)
         assert model.config.num_hidden_layers == 2 and model.config.hidden_size <= 64
         assert tokenizer.eos_token_id is not None
@@ -38,28 +39,28 @@ def test_manifest_records_tokens_and_a_falling_heldout_loss(micro_ladder, micro_
 
 
 def test_checkpoints_differ_from_each_other(micro_model_cfg):
-    first, _ = ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[0])
-    last, _ = ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
+    first, _ = checkpoints.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[0])
+    last, _ = checkpoints.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
     assert not torch.equal(first.model.embed_tokens.weight, last.model.embed_tokens.weight)
 
 
 def test_a_changed_config_is_a_different_ladder(micro_model_cfg):
     other = C.to_typed(compose_config(["model=micro", "model.pretrain.lr=1e-3"])).model
-    assert ladder.ladder_dir(other) != ladder.ladder_dir(micro_model_cfg)
+    assert ladders.ladder_dir(other) != ladders.ladder_dir(micro_model_cfg)
     same = C.to_typed(compose_config(["model=micro"])).model
-    assert ladder.ladder_dir(same) == ladder.ladder_dir(micro_model_cfg)
+    assert ladders.ladder_dir(same) == ladders.ladder_dir(micro_model_cfg)
 
 
 def test_a_step_outside_the_ladder_lists_the_available_ones(micro_model_cfg):
     with pytest.raises(KeyError, match=r"step 7 is not in the micro ladder; available steps: \[5, 10, 20, 40\]"):
-        ladder.checkpoint_dir(micro_model_cfg, 7)
+        ladders.checkpoint_dir(micro_model_cfg, 7)
 
 
 def test_an_unfinished_build_is_rebuilt_and_says_how_far_it_is(micro_ladder, micro_model_cfg, tmp_path,
                                                                monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="ftdyn.ladder")
+    caplog.set_level(logging.INFO, logger="ftdyn.pretrain.ladder")
     monkeypatch.setenv("FTDYN_CACHE", str(tmp_path))
-    root = ladder.ladder_dir(micro_model_cfg)
+    root = ladders.ladder_dir(micro_model_cfg)
     (root / "step5").mkdir(parents=True)  # a build that died before its manifest
     assert ladder.ensure(micro_model_cfg) == root
     assert (root / "manifest.json").exists() and (root / "step40" / "model.safetensors").exists()
@@ -75,7 +76,7 @@ def test_the_progress_line_gives_step_share_elapsed_and_time_left():
 
 
 def test_the_build_logs_progress_at_least_every_15_s(caplog):
-    caplog.set_level(logging.INFO, logger="ftdyn.ladder")
+    caplog.set_level(logging.INFO, logger="ftdyn.pretrain.ladder")
     now = [9.0]  # a fake clock: the tokenizer took 9 s, then each step 0.3 s
     progress = ladder._Progress("tiny", total=600, started=0.0, every_s=15.0, clock=lambda: now[0])
     progress.on_train_start(None, None)

@@ -7,12 +7,13 @@ import math
 import subprocess
 
 import pytest
+from conftest import MICRO, PYTHON, REPO
 from hydra.errors import ConfigCompositionException
 
-from conftest import MICRO, PYTHON, REPO
 from ftdyn import config as C
-from ftdyn import results
-from ftdyn.train import compose_config, train
+from ftdyn.config.compose import compose_config
+from ftdyn.runs import results
+from ftdyn.train import train
 
 CROSS = MICRO + ["task=syn_nli", "method.max_steps=5", "eval.cross_tasks=[syn_para,syn_summ]"]
 

@@ -7,20 +7,24 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import sklearn.linear_model
 import torch
+from conftest import MICRO
 from omegaconf import OmegaConf
 from torch.distributed.tensor import DTensor
 
-import sklearn.linear_model
-from conftest import MICRO
 from ftdyn import config as C
-from ftdyn import ladder, results, tasks
+from ftdyn import tasks
 from ftdyn import train as train_module
-from ftdyn.choices import HEAD_METHODS
-from ftdyn.methods import add_lora, fit, plan, train_rows
-from ftdyn.methods.heads import ClassifierHead
-from ftdyn.methods.probe import extract_features, objective
-from ftdyn.train import compose_config, train
+from ftdyn.config import keys
+from ftdyn.config.choices import HEAD_METHODS
+from ftdyn.config.compose import compose_config
+from ftdyn.methods.fit import add_lora, fit, train_rows
+from ftdyn.methods.linear_probe import extract_features, objective
+from ftdyn.methods.plan import plan
+from ftdyn.models import checkpoints
+from ftdyn.models.heads import ClassifierHead
+from ftdyn.train import train
 from ftdyn.world.entities import make_world
 
 FAST = MICRO + ["task.train_size=96", "method.batch_size=8"]
@@ -28,7 +32,7 @@ FAST = MICRO + ["task.train_size=96", "method.batch_size=8"]
 
 def _setup(overrides: list[str]):
     run = C.to_typed(compose_config(FAST + overrides))
-    model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
+    model, tokenizer = checkpoints.load_checkpoint(run.model, run.ckpt_step)
     return run, model, tokenizer, tasks.load(run.task, make_world(0))
 
 
@@ -46,7 +50,7 @@ def test_method_plans():
 def test_lora_trainable_parameters_are_linear_in_rank(micro_model_cfg):
     counts = {}
     for rank in (4, 16):
-        model, _ = ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
+        model, _ = checkpoints.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
         lora = add_lora(model, C.MethodConfig(name="lora", rank=rank), list(C.LADDER_LINEAR))
         counts[rank] = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     arch = micro_model_cfg.arch
@@ -95,7 +99,7 @@ def test_a_finished_probe_is_restored_not_fitted_again(tmp_path, caplog):
     first = fit(model, tokenizer, task, run, tmp_path)
     assert (tmp_path / "checkpoints" / "probe" / "end.ckpt").exists()
     run, model, tokenizer, task = _setup(["method=lp"])
-    with caplog.at_level("INFO", logger="ftdyn.methods.probe"):
+    with caplog.at_level("INFO", logger="ftdyn.methods.linear_probe"):
         again = fit(model, tokenizer, task, run, tmp_path)
     assert "stage probe already finished" in caplog.text
     assert torch.equal(again.head.weight, first.head.weight) and again.facts == first.facts
@@ -213,7 +217,7 @@ def test_sharded_training_gives_back_whole_weights_equal_to_plain_training(tmp_p
 
 def test_probe_settings_key_only_the_methods_with_a_probe():
     def key(*overrides: str) -> str:
-        return results.run_key(C.to_typed(compose_config(["model=micro", *overrides])))
+        return keys.run_key(C.to_typed(compose_config(["model=micro", *overrides])))
 
     for method in ("lp", "lpft", "lplora"):
         assert key(f"method={method}", "method.probe_c=0.5") != key(f"method={method}")

@@ -9,13 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import MICRO
+
 from ftdyn import config as C
-from ftdyn import ladder, tasks
+from ftdyn import tasks
 from ftdyn.analysis import diagnostics
-from ftdyn.scoring import choice_logits
-from ftdyn.train import compose_config, train
+from ftdyn.config.compose import compose_config
+from ftdyn.eval.scoring import choice_logits
+from ftdyn.models import checkpoints
+from ftdyn.train import train
 from ftdyn.world.entities import make_world
 
 STEPS = 4
@@ -77,7 +79,7 @@ def test_the_config_allows_ntk_change_on_ladder_classification_and_refuses_what_
 
 def test_sft_traces_the_label_logits_the_scorer_reads(micro_ladder):
     run = C.to_typed(compose_config([*MICRO, "method=sft", *TRACED]))
-    model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
+    model, tokenizer = checkpoints.load_checkpoint(run.model, run.ckpt_step)
     task = tasks.load(run.task, make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people), seed=run.seed)
     trace = diagnostics.ntk_trace(run, task, tokenizer, model.config.max_position_embeddings)
     examples, scored = diagnostics.probe_examples(task, run.eval.ntk_size)

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ftdyn.batches import LengthBucketedBatches, TrainDataModule, collate
-from ftdyn.data import IGNORE
-from ftdyn.methods.heads import last_token_features
+from ftdyn.data.batches import LengthBucketedBatches, TrainDataModule, collate
+from ftdyn.data.packing import collate_packed, first_fit, pack, packed_forward, packed_last_features
+from ftdyn.data.rows import IGNORE
 from ftdyn.methods.module import CausalLMModule
-from ftdyn.packing import collate_packed, first_fit, pack, packed_forward, packed_last_features
+from ftdyn.models import checkpoints
+from ftdyn.models.heads import last_token_features
 
 VOCAB = 97
 
@@ -154,7 +155,7 @@ def _module(model, head=None) -> CausalLMModule:
 @pytest.mark.parametrize("use_head", [False, True])
 def test_a_packed_training_step_gives_the_padded_steps_loss_and_gradients(model, use_head):
     """Task and replay rows together, each part weighed by its share of the batch's rows."""
-    from ftdyn.methods.heads import ClassifierHead
+    from ftdyn.models.heads import ClassifierHead
 
     rows = _rows()
     for r in rows[5:]:
@@ -212,7 +213,9 @@ def test_a_job_trains_to_the_same_results_packed_or_padded(micro_ladder, tmp_pat
     """The whole job through Lightning (sft with replay: task and replay parts): packing on (the
     default) or off, the same rows after training, and the same tokens trained on."""
     from conftest import MICRO
-    from ftdyn.train import compose_config, train
+
+    from ftdyn.config.compose import compose_config
+    from ftdyn.train import train
 
     args = [*MICRO, "task.train_size=96", "task.eval_size=40", "method.lr=3e-3", "replay.rate=0.25",
             "fewshot.k=0", "eval.probe=false"]
@@ -228,14 +231,15 @@ def test_a_whole_stage_evaluated_in_batches_equals_one_example_at_a_time(micro_m
     """Every row of an evaluation stage (label logits, calibration, probe, held-out loss): the
     length-sorted batches of eval.batch_size=64 give what a per-example loop gives."""
     from conftest import MICRO
+
     from ftdyn import config as C
-    from ftdyn import ladder, tasks
-    from ftdyn.data import model_heldout_rows
-    from ftdyn.evaluate import evaluate_stage
-    from ftdyn.train import compose_config
+    from ftdyn import tasks
+    from ftdyn.config.compose import compose_config
+    from ftdyn.data.text import model_heldout_rows
+    from ftdyn.eval.stage import evaluate_stage
     from ftdyn.world.entities import make_world
 
-    model, tokenizer = ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
+    model, tokenizer = checkpoints.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
     rows = {}
     for size in (64, 1):
         run = C.to_typed(compose_config([*MICRO, "task.eval_size=24", "fewshot.k=2", f"eval.batch_size={size}"]))

@@ -8,7 +8,7 @@ import pytest
 import sklearn.linear_model as sklearn
 import torch
 
-from ftdyn.methods.probe import fit_logistic, objective
+from ftdyn.methods.linear_probe import fit_logistic, objective
 
 DEFAULTS = {"tol": 1e-4, "max_iter": 5000}  # the schema's method.probe_tol, method.probe_max_iter
 

@@ -1,5 +1,5 @@
 """Catalogue models at their real size on the CPU: a random stand-in of the real architecture and
-shape (`ftdyn.stand_ins`) runs a LoRA job through the user's own command path, with evaluation
+shape (`ftdyn.models.stand_ins`) runs a LoRA job through the user's own command path, with evaluation
 before and after and forgetting on.
 
 - Pythia-160m's shape (GPT-NeoX, 162M parameters) is `slow`: part of `make test`.
@@ -17,10 +17,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import PYTHON, REPO
-from ftdyn import stand_ins
-from ftdyn.train import compose_config, train
+
+from ftdyn.config.compose import compose_config
+from ftdyn.models import stand_ins
+from ftdyn.train import train
 
 #: a job of a few steps, small sets: what a real-size job costs beyond its weights
 FEW = ["task=syn_nli", "method=lora", "method.max_steps=2", "method.batch_size=4", "task.train_size=16",

@@ -1,5 +1,5 @@
 """The base a job compares its fine-tuned model with, held without a second copy where it can be
-(`ftdyn.reference`): every holding writes the rows a copy taken before training writes."""
+(`ftdyn.models.reference`): every holding writes the rows a copy taken before training writes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import MICRO
+
 from ftdyn import config as C
-from ftdyn import ladder, reference
-from ftdyn.reference import AdaptersOff, Holding, Reference, host_copy
-from ftdyn.train import compose_config, train
+from ftdyn.config.compose import compose_config
+from ftdyn.models import checkpoints, reference
+from ftdyn.models.reference import AdaptersOff, Holding, Reference, host_copy
+from ftdyn.train import train
 
 SMALL = MICRO + ["task.train_size=64", "task.eval_size=24", "method.batch_size=8", "fewshot.k=1"]
 
@@ -49,7 +50,7 @@ def test_every_holding_writes_the_rows_of_a_copy_taken_before_training(micro_lad
 
 
 def test_only_full_fine_tuning_holds_a_copy_and_on_a_gpu_keeps_it_in_host_memory(micro_ladder):
-    model, _ = ladder.load_checkpoint(C.to_typed(compose_config(MICRO)).model, 40)
+    model, _ = checkpoints.load_checkpoint(C.to_typed(compose_config(MICRO)).model, 40)
     held = {}
     for method, extra in (("lora", []), ("lp", []), ("sft", []), ("sft", ["eval.every_n_steps=5"])):
         run = C.to_typed(compose_config(MICRO + [f"method={method}", *extra]))
@@ -61,10 +62,10 @@ def test_only_full_fine_tuning_holds_a_copy_and_on_a_gpu_keeps_it_in_host_memory
 
 
 def test_adapters_off_reads_the_base_through_the_trained_adapters(micro_ladder):
-    from ftdyn.methods import add_lora
+    from ftdyn.methods.fit import add_lora
 
     run = C.to_typed(compose_config(MICRO + ["method=lora"]))
-    model, _ = ladder.load_checkpoint(run.model, 40)
+    model, _ = checkpoints.load_checkpoint(run.model, 40)
     ids = torch.tensor([[5, 6, 7, 8]])
     expected = model(input_ids=ids).logits
     lora = add_lora(model, run.method, run.lora_targets)
@@ -83,7 +84,7 @@ def test_adapters_off_reads_the_base_through_the_trained_adapters(micro_ladder):
 
 
 def test_a_host_copy_has_the_same_weights_in_storage_of_its_own_without_gradients(micro_ladder):
-    model, _ = ladder.load_checkpoint(C.to_typed(compose_config(MICRO)).model, 40)
+    model, _ = checkpoints.load_checkpoint(C.to_typed(compose_config(MICRO)).model, 40)
     copy = host_copy(model)
     ids = torch.tensor([[5, 6, 7, 8]])
     assert torch.equal(copy(input_ids=ids).logits, model(input_ids=ids).logits)

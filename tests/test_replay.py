@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import PYTHON
 from torch.utils.data import DataLoader
 
-from conftest import PYTHON
-from ftdyn.batches import ReplayPlan, TrainDataModule, collate
+from ftdyn.data.batches import ReplayPlan, TrainDataModule, collate
 
 B = 8
 PAD = 0
@@ -296,8 +296,8 @@ def test_replay_rate_near_one_trains_in_flat_memory(micro_ladder, tmp_path):
 
 def test_the_dry_run_counts_a_rate_near_one_without_listing_its_epoch():
     from ftdyn import config as C
-    from ftdyn.sweep import planned_steps
-    from ftdyn.train import compose_config
+    from ftdyn.config.compose import compose_config
+    from ftdyn.runs.dryrun import planned_steps
 
     def steps(*overrides: str) -> int:
         base = ["model=micro", "task.train_size=40", "method.batch_size=8", "method.epochs=2"]

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import PYTHON
-from ftdyn import results
+
+from ftdyn import files
 from ftdyn.report import build_report, figures, findings, fits, tables
+from ftdyn.runs import results
 
 KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
 PLANTED = {"s": 0.5, "a": 30.0, "b": 8.0, "alpha": -0.2, "beta": -0.5}  # train_loss(P, N) of the LoRA jobs
@@ -48,7 +49,7 @@ def write_job(root: Path, name: str, run: dict, rows: list[dict], examples: list
     if status == "finished":
         results.mark_done(job, run["run_key"])
     elif status == "failed":
-        results.write_json_atomic(job / "failed.json", {"run_key": run["run_key"], "reason": reason, "step": 7})
+        files.write_json_atomic(job / "failed.json", {"run_key": run["run_key"], "reason": reason, "step": 7})
     return job
 
 

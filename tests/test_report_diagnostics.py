@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import MICRO
+
+from ftdyn.config.compose import compose_config
 from ftdyn.report import build_report, tables
-from ftdyn.train import compose_config, train
+from ftdyn.train import train
 
 RUN = MICRO + ["task.train_size=64", "method.batch_size=8", "eval.diagnostics=[head_norm,features,ntk]",
                "eval.every_n_steps=4", "eval.ntk_size=6", "eval.interpolate=[0,0.5,1]"]

@@ -10,7 +10,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-
 from conftest import PYTHON
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
+from test_report import cross, lora_job, sft_job
 
 from ftdyn.report import build_report
-from test_report import cross, lora_job, sft_job
 
 
 @pytest.fixture

@@ -19,16 +19,19 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import MICRO, PYTHON
 from torch.utils.data import DataLoader
 
-from conftest import MICRO, PYTHON
 from ftdyn import config as C
-from ftdyn import jobs, results
+from ftdyn import files
 from ftdyn import train as train_module
-from ftdyn.batches import ReplayBatchSampler, ShuffledBatches, TrainDataModule, collate
+from ftdyn.config import keys
+from ftdyn.config.compose import compose_config
+from ftdyn.data.batches import ReplayBatchSampler, ShuffledBatches, TrainDataModule, collate
+from ftdyn.eval.inloop import InLoopEval
 from ftdyn.methods.checkpoints import JobClock, StageCheckpoints
-from ftdyn.methods.inloop import InLoopEval
-from ftdyn.train import compose_config, train
+from ftdyn.runs import results, store
+from ftdyn.train import train
 
 # A short LP-FT job: the probe (L-BFGS, no steps) then 16 ft steps (64 rows / 8 x 2 epochs), checkpoints every 2.
 SHORT = ["model=micro", "task=syn_para", "task.train_size=64", "task.eval_size=8", "fewshot.k=0",
@@ -180,11 +183,11 @@ def test_a_lora_stage_checkpoint_holds_its_adapters_and_head_not_the_frozen_base
 
 
 def test_keep_policy_and_checkpoint_interval_do_not_change_the_run_key():
-    key = results.run_key(C.to_typed(compose_config(MICRO)))
+    key = keys.run_key(C.to_typed(compose_config(MICRO)))
     for extra in (["trainer.keep=all"], ["trainer.checkpoint_every_n_steps=7"]):
-        assert results.run_key(C.to_typed(compose_config(MICRO + extra))) == key
+        assert keys.run_key(C.to_typed(compose_config(MICRO + extra))) == key
     # and the trainer fields are out of the hashed spec altogether, so adding one never re-keys a store
-    spec_keys = results.run_spec(C.to_typed(compose_config(MICRO)))
+    spec_keys = keys.run_spec(C.to_typed(compose_config(MICRO)))
     assert "trainer.keep" not in spec_keys and "trainer.checkpoint_every_n_steps" not in spec_keys
 
 
@@ -289,7 +292,7 @@ def _fake_train(calls: list):
     """A stand-in for `train` that only writes what a finished job writes (the store logic under test)."""
     def run(cfg, job_dir):
         calls.append(job_dir)
-        key = results.run_key(cfg)
+        key = keys.run_key(cfg)
         results.write_rows(job_dir, [{"run_key": key, "metric": "n", "value": len(calls)}])
         results.mark_done(job_dir, key)
     return run
@@ -299,26 +302,26 @@ def test_a_done_job_is_skipped_and_force_runs_it_again(tmp_path, monkeypatch, ca
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path))
     calls: list = []
     cfg = compose_config(MICRO)
-    key = results.run_key(C.to_typed(cfg))
-    assert jobs.run(cfg, tmp_path / "a", _fake_train(calls)) == "done"
-    with caplog.at_level("INFO", logger="ftdyn.jobs"):
-        assert jobs.run(cfg, tmp_path / "b", _fake_train(calls)) == "done"
+    key = keys.run_key(C.to_typed(cfg))
+    assert store.run(cfg, tmp_path / "a", _fake_train(calls)) == "done"
+    with caplog.at_level("INFO", logger="ftdyn.runs.store"):
+        assert store.run(cfg, tmp_path / "b", _fake_train(calls)) == "done"
     assert len(calls) == 1 and f"skip {key}: done at {tmp_path / 'jobs' / key}" in caplog.text
     for job in ("a", "b"):  # every Hydra job dir looks finished to the report
         assert {p.name for p in (tmp_path / job).iterdir()} == {"config.yaml", "results.jsonl", "done"}
-    jobs.run(compose_config(MICRO + ["+force=true"]), tmp_path / "c", _fake_train(calls))
+    store.run(compose_config(MICRO + ["+force=true"]), tmp_path / "c", _fake_train(calls))
     assert len(calls) == 2 and _rows(tmp_path / "c")[0]["value"] == 2
 
 
 def test_a_second_process_on_the_same_job_waits_then_skips_it(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("FTDYN_OUT", str(tmp_path))
     cfg = compose_config(MICRO)
-    key = results.run_key(C.to_typed(cfg))
+    key = keys.run_key(C.to_typed(cfg))
     calls: list = []
     outcome = {}
-    with caplog.at_level("INFO", logger="ftdyn.jobs"):
-        with results.file_lock(tmp_path / "jobs" / key / "lock"):  # another sweep is running this job
-            second = threading.Thread(target=lambda: outcome.update(s=jobs.run(cfg, tmp_path / "b", _fake_train(calls))))
+    with caplog.at_level("INFO", logger="ftdyn.runs.store"):
+        with files.file_lock(tmp_path / "jobs" / key / "lock"):  # another sweep is running this job
+            second = threading.Thread(target=lambda: outcome.update(s=store.run(cfg, tmp_path / "b", _fake_train(calls))))
             second.start()
             _wait_until(lambda: f"wait {key}" in caplog.text)  # it found the lock held, however slow it started
             assert second.is_alive() and not calls  # waiting, not running
@@ -380,7 +383,7 @@ def test_killed_sweep_rerun_finishes_every_job_once_and_resumes_the_interrupted_
     env = {**os.environ, "FTDYN_OUT": str(tmp_path / "out")}
     sweep = tmp_path / "sweep"
     store = tmp_path / "out" / "jobs"
-    sft, lpft = (results.run_key(C.to_typed(compose_config(SHORT + [f"method={m}", "method.epochs=2"])))
+    sft, lpft = (keys.run_key(C.to_typed(compose_config(SHORT + [f"method={m}", "method.epochs=2"])))
                  for m in ("sft", "lpft"))
     first = subprocess.Popen(_sweep_cmd(sweep, []), cwd=tmp_path, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from omegaconf import MISSING, OmegaConf
 
-from ftdyn import choices, settings
 from ftdyn import config as C
-from ftdyn import results
-from ftdyn.train import CONF_DIR, compose_config
+from ftdyn.config import choices, keys, settings
+from ftdyn.config.compose import compose_config
+from ftdyn.config.paths import conf_dir
 
 # lplora reads every method field (LoRA and probe), so no method setting is ignored by the method
 EVERY_FIELD_USED = ["method=lplora"]
@@ -66,8 +66,8 @@ def test_the_schema_marks_the_settings_the_issue_names_as_launch():
 
 @pytest.mark.parametrize("key, f, value", LEAVES, ids=[key for key, _, _ in LEAVES])
 def test_a_launch_setting_never_changes_the_run_key_and_a_computed_one_always_does(key, f, value):
-    before = results.run_key(RUN)
-    after = results.run_key(_set(RUN, key, _flipped(value, f)))
+    before = keys.run_key(RUN)
+    after = keys.run_key(_set(RUN, key, _flipped(value, f)))
     if settings.is_launch(RUN, key):
         assert after == before, f"{key} is a launch setting but re-keys the job"
     else:
@@ -78,11 +78,11 @@ def test_method_fields_the_method_never_reads_do_not_change_the_key():
     sft = C.to_typed(compose_config(["method=sft"]))
     for key in [f"method.{k}" for k in (*choices.LORA_FIELDS, *choices.PROBE_FIELDS)]:
         f = next(f for name, f, _ in settings.leaves(sft) if name == key)
-        assert results.run_key(_set(sft, key, _flipped(getattr(sft.method, f.name), f))) == results.run_key(sft)
+        assert keys.run_key(_set(sft, key, _flipped(getattr(sft.method, f.name), f))) == keys.run_key(sft)
 
 
 def test_the_final_checkpoint_by_name_or_by_step_is_one_run():
-    assert results.run_key(C.to_typed(compose_config(["ckpt.step=600"]))) == results.run_key(
+    assert keys.run_key(C.to_typed(compose_config(["ckpt.step=600"]))) == keys.run_key(
         C.to_typed(compose_config()))
 
 
@@ -130,10 +130,10 @@ def _same(yaml_value, default) -> bool:
 
 
 def _option_files() -> list[Path]:
-    return sorted(p for p in CONF_DIR.rglob("*.yaml") if p.parent != CONF_DIR and "hydra" not in p.parts)
+    return sorted(p for p in conf_dir().rglob("*.yaml") if p.parent != conf_dir() and "hydra" not in p.parts)
 
 
-@pytest.mark.parametrize("path", _option_files(), ids=lambda p: str(p.relative_to(CONF_DIR)))
+@pytest.mark.parametrize("path", _option_files(), ids=lambda p: str(p.relative_to(conf_dir())))
 def test_no_option_file_restates_a_schema_default(path):
     text = path.read_text()
     content = OmegaConf.to_container(OmegaConf.create(text)) or {}
@@ -141,7 +141,7 @@ def test_no_option_file_restates_a_schema_default(path):
     package = [] if "@package _global_" in text else [path.parent.name]
     restated = [".".join(package + keys) for keys, value in _leaves(content)
                 if (package + keys)[0] != "hydra" and _same(value, _schema_default(C.TrainConfig, package + keys))]
-    assert not restated, f"{path.relative_to(CONF_DIR)} restates the schema's default of {restated}: drop them"
+    assert not restated, f"{path.relative_to(conf_dir())} restates the schema's default of {restated}: drop them"
 
 
 def test_the_restating_check_catches_a_restated_default(tmp_path):

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import MICRO
+
 from ftdyn import config as C
-from ftdyn.data import completion_text
-from ftdyn.metrics import choice_predictions
-from ftdyn.scoring import (choice_logits, choice_loglik, constrained_choice, generate, label_sequences,
-                           label_token_ids, next_word_candidates, next_word_logits, next_word_scores)
+from ftdyn.config.compose import compose_config
+from ftdyn.data.rows import completion_text
+from ftdyn.eval.metrics import choice_predictions
+from ftdyn.eval.scoring import (
+    choice_logits,
+    choice_loglik,
+    constrained_choice,
+    generate,
+    label_sequences,
+    label_token_ids,
+    next_word_candidates,
+    next_word_logits,
+    next_word_scores,
+)
+from ftdyn.models import checkpoints
 from ftdyn.tasks import demonstrations, load, task_config
-from ftdyn.train import compose_config
 from ftdyn.world.entities import make_world
 
 
 @pytest.fixture(scope="module")
 def micro(micro_model_cfg):
-    from ftdyn import ladder
 
-    return ladder.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
+    return checkpoints.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
 
 
 def _ids(tokenizer, text: str) -> list[int]:

@@ -8,7 +8,6 @@ import os
 import subprocess
 
 import pytest
-
 from conftest import PYTHON
 
 pytestmark = pytest.mark.slow
@@ -75,7 +74,7 @@ def test_multirun_crosses_every_method_with_distinct_run_keys(micro_ladder, tmp_
 
 
 def test_ladder_command_shows_every_checkpoint(micro_ladder, tmp_path):
-    out = subprocess.run([PYTHON, "-m", "ftdyn.ladder", "model=micro"], cwd=tmp_path, capture_output=True,
+    out = subprocess.run([PYTHON, "-m", "ftdyn.pretrain", "model=micro"], cwd=tmp_path, capture_output=True,
                          text=True, env=dict(os.environ), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()

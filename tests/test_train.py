@@ -7,11 +7,13 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import MICRO, PYTHON, REPO
+
 from ftdyn import config as C
-from ftdyn import results
-from ftdyn.train import compose_config, train
+from ftdyn.config import keys
+from ftdyn.config.compose import compose_config
+from ftdyn.models import checkpoints
+from ftdyn.train import train
 
 CONTRACT = ["run_key", "model", "ckpt_step", "task", "method", "lora_rank", "replay_rate", "prompt", "seed",
             "eval_set", "split_kind", "stage", "metric", "value"]
@@ -72,11 +74,11 @@ def test_rows_pass_the_shared_results_checker(job):
 
 
 def test_run_key_ignores_logging_and_tells_experiments_apart():
-    key = results.run_key(C.to_typed(compose_config(MICRO)))
-    assert key == results.run_key(C.to_typed(compose_config(MICRO + ["logger=csv"])))
-    assert key == results.run_key(C.to_typed(compose_config(MICRO + ["ckpt.step=40"])))  # = final
-    assert key != results.run_key(C.to_typed(compose_config(MICRO + ["ckpt.step=20"])))
-    assert key != results.run_key(C.to_typed(compose_config(MICRO + ["seed=1"])))
+    key = keys.run_key(C.to_typed(compose_config(MICRO)))
+    assert key == keys.run_key(C.to_typed(compose_config(MICRO + ["logger=csv"])))
+    assert key == keys.run_key(C.to_typed(compose_config(MICRO + ["ckpt.step=40"])))  # = final
+    assert key != keys.run_key(C.to_typed(compose_config(MICRO + ["ckpt.step=20"])))
+    assert key != keys.run_key(C.to_typed(compose_config(MICRO + ["seed=1"])))
 
 
 def test_base_method_evaluates_without_training(micro_ladder, tmp_path):
@@ -124,7 +126,7 @@ def test_classification_rows_carry_calibration_agreement_and_forgetting(job):
 def test_scores_do_not_depend_on_the_evaluation_batch_size(micro_model_cfg):
     import torch
 
-    from ftdyn.evaluate import choice_logits
+    from ftdyn.eval.scoring import choice_logits
     from ftdyn.tasks import load
     from ftdyn.world.entities import make_world
 
@@ -139,9 +141,8 @@ def test_scores_do_not_depend_on_the_evaluation_batch_size(micro_model_cfg):
 
 
 def ladder_checkpoint(model_cfg):
-    from ftdyn import ladder
 
-    return ladder.load_checkpoint(model_cfg, model_cfg.checkpoints[-1])
+    return checkpoints.load_checkpoint(model_cfg, model_cfg.checkpoints[-1])
 
 
 def test_in_loop_rows_appear_at_the_requested_interval(micro_ladder, tmp_path):
@@ -169,7 +170,7 @@ def test_generation_task_writes_rouge_rows_that_sft_raises(micro_ladder, tmp_pat
 
 
 def test_greedy_generation_does_not_depend_on_the_batch_size(micro_model_cfg):
-    from ftdyn.evaluate import generate
+    from ftdyn.eval.scoring import generate
 
     model, tokenizer = ladder_checkpoint(micro_model_cfg)
     prompts = ["Alice lives in", "The pet of Bruno is a", "### Input: Clara is a baker.\n ### Summary: "]

@@ -14,12 +14,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import PYTHON
 from wandb.proto import wandb_internal_pb2 as pb
 
-from conftest import PYTHON
 from ftdyn import config as C
-from ftdyn import wandb_logging
-from ftdyn.train import compose_config
+from ftdyn.config.compose import compose_config
+from ftdyn.launch import wandb_runs
 
 BLOCK, HEADER, FULL, LAST = 32768, 7, 1, 4
 
@@ -100,7 +100,7 @@ def test_offline_multirun_logs_one_finished_run_per_job_with_its_config_curves_a
         assert f"{stage}-train/loss" in run["history_keys"]  # the training curve, per stage
         (table,) = run_dir.glob("files/media/table/results_*.table.json")  # the rows as a table
         table = json.loads(table.read_text())
-        assert table["columns"] == list(wandb_logging.RESULT_COLUMNS) and len(table["data"]) == len(rows)
+        assert table["columns"] == list(wandb_runs.RESULT_COLUMNS) and len(table["data"]) == len(rows)
         assert any(key.startswith("results/") for key in run["history_keys"])
         assert run["exit_code"] == 0  # finished
         seen[method] = run["run"].run_id
@@ -112,22 +112,22 @@ def test_mode_is_offline_without_an_api_key_and_online_with_one(monkeypatch, tmp
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     auto = {"project": "ftdyn", "mode": None}
-    assert wandb_logging.resolve_mode(auto) == "offline"
+    assert wandb_runs.resolve_mode(auto) == "offline"
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789\n")
     (tmp_path / ".netrc").chmod(0o600)
-    assert wandb_logging.resolve_mode(auto) == "online"
+    assert wandb_runs.resolve_mode(auto) == "online"
     (tmp_path / ".netrc").unlink()
     monkeypatch.setenv("WANDB_API_KEY", "0123456789")
-    assert wandb_logging.resolve_mode(auto) == "online"
+    assert wandb_runs.resolve_mode(auto) == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert wandb_logging.resolve_mode(auto) == "disabled"
-    assert wandb_logging.resolve_mode({"mode": "offline"}) == "offline"
+    assert wandb_runs.resolve_mode(auto) == "disabled"
+    assert wandb_runs.resolve_mode({"mode": "offline"}) == "offline"
 
 
 def test_run_id_is_kept_in_the_state_directory_and_reused(tmp_path):
-    first = wandb_logging.run_id(tmp_path)
+    first = wandb_runs.run_id(tmp_path)
     assert len(first) == 8 and (tmp_path / "wandb_id").read_text().strip() == first
-    assert wandb_logging.run_id(tmp_path) == first
+    assert wandb_runs.run_id(tmp_path) == first
 
 
 def test_bad_logger_values_name_the_key_and_what_is_allowed():

@@ -179,7 +179,7 @@ def _training_documents_bound(pretrain) -> list[str]:
 
 def test_no_heldout_document_is_in_the_tiny_ladders_training_stream():
     from ftdyn import config as C
-    from ftdyn.train import compose_config
+    from ftdyn.config.compose import compose_config
 
     pretrain = C.to_typed(compose_config(["model=tiny"])).model.pretrain
     training = _training_documents_bound(pretrain)

@@ -9,18 +9,18 @@ import re
 from itertools import islice
 
 import pytest
+from conftest import MICRO
 
 from ftdyn import config as C
-from ftdyn import ladder
-from ftdyn.data import packed_rows, pretrain_stream
+from ftdyn.config.compose import compose_config
+from ftdyn.data.text import packed_rows, pretrain_stream
+from ftdyn.models import ladders
 from ftdyn.tasks import load, task_config
-from ftdyn.train import compose_config, train
+from ftdyn.train import train
 from ftdyn.world.corpus import corpus, documents, pretrain_corpus, qa_people
 from ftdyn.world.entities import VALUES, make_world
 from ftdyn.world.tasks import SPLITS, fact_split_people, generate
 from ftdyn.world.templates import QUESTION
-
-from conftest import MICRO
 
 QA = re.compile(r"Q: (.+?\?) A: (\w+)\.")
 
@@ -31,13 +31,13 @@ def test_default_corpus_options_leave_the_stream_unchanged(micro_ladder):
     world = make_world(0)
     assert pretrain_corpus(world, 1, 500) == corpus(world, 1, 500)
     model = C.to_typed(compose_config(["model=micro"])).model
-    tokenizer = ladder.PreTrainedTokenizerFast.from_pretrained(micro_ladder / "tokenizer")
+    tokenizer = ladders.PreTrainedTokenizerFast.from_pretrained(micro_ladder / "tokenizer")
     rows = list(islice(pretrain_stream(model.pretrain, tokenizer, 64), 200))
     assert rows == list(islice(packed_rows(documents(world, model.pretrain.corpus_seed), tokenizer, 64), 200))
-    spec = ladder._pretrain_spec(model.pretrain)
+    spec = ladders._pretrain_spec(model.pretrain)
     assert "qa_share" not in spec and spec == {k: v for k, v in C.as_dict(model.pretrain).items() if k != "qa_share"}
     asked = dataclasses.replace(model, pretrain=dataclasses.replace(model.pretrain, qa_share=0.2))
-    assert ladder.ladder_key(asked) != ladder.ladder_key(model)
+    assert ladders.ladder_key(asked) != ladders.ladder_key(model)
 
 
 def _person(world, text: str) -> str:
@@ -101,7 +101,7 @@ def test_sft_on_syn_qa_runs_on_a_qa_ladder(tmp_path):
     """A whole job on a micro ladder whose corpus holds QA text: the options reach the build."""
     overrides = MICRO + ["task=syn_qa", "model.pretrain.qa_share=0.2", "task.train_size=64", "fewshot.k=0"]
     model = C.to_typed(compose_config(overrides)).model
-    assert ladder.ladder_key(model) != ladder.ladder_key(C.to_typed(compose_config(["model=micro"])).model)
+    assert ladders.ladder_key(model) != ladders.ladder_key(C.to_typed(compose_config(["model=micro"])).model)
     train(compose_config(overrides), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     scored = {(r["stage"], r["eval_set"]) for r in rows if r["metric"] == "acc"}

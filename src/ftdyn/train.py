@@ -4,9 +4,9 @@
     python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para   # one job per checkpoint x task
     python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para +dry=true   # list those jobs, run nothing
 
-Jobs run in the run store (`ftdyn.jobs`): re-running a command skips done jobs (`+force=true`
-runs them again) and resumes killed ones from their checkpoints. Tests call
-`train(cfg, job_dir)` directly with a config from `compose_config`.
+Jobs run in the run store (`ftdyn.runs.store`): re-running a command skips done jobs
+(`+force=true` runs them again) and resumes killed ones from their checkpoints. Tests call
+`train(cfg, job_dir)` directly with a config from `ftdyn.config.compose.compose_config`.
 """
 
 from __future__ import annotations
@@ -19,60 +19,48 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
-from ftdyn import cluster, fingerprints, jobs, ladder, memory, results, tasks, toy, wandb_logging
+from ftdyn import files, gaussians, memory, tasks
 from ftdyn.analysis import diagnostics, interpolation
-from ftdyn.choices import Diagnostic
-from ftdyn.data import heldout_name, model_heldout_rows
-from ftdyn.evaluate import evaluate_stage, result_row
-from ftdyn.methods import adapted_modules, fit, plan
+from ftdyn.config import keys
+from ftdyn.config.choices import Diagnostic
+from ftdyn.config.compose import quiet_libraries, register
+from ftdyn.config.paths import conf_dir
+from ftdyn.data.text import heldout_name, model_heldout_rows
+from ftdyn.eval.inloop import InLoopEval
+from ftdyn.eval.rows import result_row
+from ftdyn.eval.stage import evaluate_stage
+from ftdyn.launch import cluster, wandb_runs
 from ftdyn.methods.checkpoints import JobClock, prune
-from ftdyn.methods.inloop import InLoopEval
-from ftdyn.reference import Reference
+from ftdyn.methods.fit import adapted_modules, fit
+from ftdyn.methods.plan import plan
+from ftdyn.models import checkpoints, fingerprints
+from ftdyn.models.reference import Reference
+from ftdyn.pretrain import ladder
+from ftdyn.runs import results, store
 from ftdyn.world.entities import make_world
 
 log = logging.getLogger(__name__)
 
 
-CONF_DIR = C.conf_dir()
-C.register()
+register()  # the schema and resolvers conf/train.yaml reads, before Hydra composes it
 # joblib's loky executor (hydra/launcher=pairs) replaces a job process whose memory grew, and says
 # so in the launching process; the job it was given still runs to the end, so the warning is noise
 warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor")
 
 
-def quiet_libraries() -> None:
-    """Keep job logs to what matters: no per-load progress bars, accelerator banners, or the
-    libraries' warnings about each other (Lightning on torch's pytree: once per job process)."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # peft on transformers 5
-
-
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """The composed root config for `overrides`, as `python -m ftdyn.train` would build it."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides or []))
-
-
 def train(cfg: DictConfig | C.TrainConfig, job_dir: Path) -> dict[str, float]:
     """Run one job and return its result rows' metrics as `stage/eval_set/metric` -> value.
 
-    In a multi-process job every rank runs this; only rank 0 evaluates and writes (ftdyn.cluster).
+    In a multi-process job every rank runs this; only rank 0 evaluates and writes (ftdyn.launch.cluster).
     """
     run = cfg if isinstance(cfg, C.TrainConfig) else C.to_typed(cfg)
-    cluster.check_ranks(run.trainer, multirun=jobs.in_multirun())
-    key = results.run_key(run)
-    with cluster.preemption(job_dir) as preempted, wandb_logging.job_run(run, key, job_dir):
+    cluster.check_ranks(run.trainer, multirun=cluster.in_multirun())
+    key = keys.run_key(run)
+    with cluster.preemption(job_dir) as preempted, wandb_runs.job_run(run, key, job_dir):
         return _job(run, key, job_dir, preempted)
 
 
@@ -80,16 +68,18 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     lead = cluster.is_rank_zero()
     job_dir.mkdir(parents=True, exist_ok=True)
     if lead:
-        results.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run)))
+        files.write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(run)))
     clock = JobClock()
     if run.trainer.threads > 0:
         torch.set_num_threads(run.trainer.threads)
     L.seed_everything(run.seed, verbose=False)
-    if run.model.source == C.ModelSource.toy:  # the two-Gaussians MLP: its own model and measures (ftdyn.toy)
-        rows, facts = toy.job(run, job_dir, callbacks=[preempted, clock])
+    if run.model.source == C.ModelSource.toy:  # the two-Gaussians MLP: its own model and measures (ftdyn.gaussians)
+        rows, facts = gaussians.job(run, job_dir, callbacks=[preempted, clock])
         return _write(run, key, job_dir, rows, facts, clock, identical=[], adapted=[])
 
-    model, tokenizer = ladder.load_checkpoint(run.model, run.ckpt_step)
+    if run.model.source == C.ModelSource.ladder:  # built once, by whichever job of a sweep gets there first
+        ladder.ensure(run.model)
+    model, tokenizer = checkpoints.load_checkpoint(run.model, run.ckpt_step)
     world = make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people)
     task = tasks.load(run.task, world, seed=run.seed)
     cross = [tasks.load_cross_task(name, world, run.seed, run.task.eval_size)
@@ -104,7 +94,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
     facts, adapted = {"trainable_params": 0, "train_steps": 0, "train_tokens": 0}, []
     if run.method.name != "base":
         # the checkpoint before training, for forgetting and acc_vs_base: held without a copy where it can be
-        reference = Reference(run, model, device, reload=lambda: ladder.load_checkpoint(run.model, run.ckpt_step,
+        reference = Reference(run, model, device, reload=lambda: checkpoints.load_checkpoint(run.model, run.ckpt_step,
                                                                                          record=False)[0])
         in_loop = InLoopEval(run.eval.every_n_steps, reference.during_training, measure["heldout"],
                              tokenizer.pad_token_id,
@@ -132,7 +122,7 @@ def _job(run: C.TrainConfig, key: str, job_dir: Path, preempted: L.Callback) -> 
         facts, adapted = fitted.facts, adapted_modules(fitted.model)
     if not lead:
         return {}  # rank 0 writes the job's results
-    identical = fingerprints.identical_steps(ladder.record_name(run.model), run.ckpt_step)  # steps whose weights equal this one
+    identical = fingerprints.identical_steps(checkpoints.record_name(run.model), run.ckpt_step)  # steps whose weights equal this one
     return _write(run, key, job_dir, rows, facts, clock, identical, adapted)
 
 
@@ -146,13 +136,13 @@ def _write(run: C.TrainConfig, key: str, job_dir: Path, rows: list[dict], facts:
     base = results.run_facts(run, key, adapted)
     results.write_examples(job_dir, key, rows)
     results.write_rows(job_dir, [{**base, **row} for row in rows])
-    wandb_logging.log_results(rows, run.prompt.train)
+    wandb_runs.log_results(rows, run.prompt.train)
     results.mark_done(job_dir, key)
     stages = plan(run.method)
     prune(job_dir, run.trainer.keep, stages[-1].name if stages else None)
     log.info("job %s done in %.0f s: %s, checkpoint %s, %s", key, clock.this_process(), run.task.name,
              run.ckpt_step, run.method.name)
-    return {wandb_logging.row_name(r): r["value"] for r in rows}
+    return {wandb_runs.row_name(r): r["value"] for r in rows}
 
 
 def eval_device(trainer: C.TrainerConfig) -> torch.device:
@@ -161,12 +151,12 @@ def eval_device(trainer: C.TrainerConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    jobs.refuse_sweep_without_multirun()
+    store.refuse_sweep_without_multirun()
     cluster.export_ranks()
-    jobs.run(cfg, Path(HydraConfig.get().runtime.output_dir), train)
+    store.run(cfg, Path(HydraConfig.get().runtime.output_dir), train)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
   `NtkAtStart` when the backbone starts training, with the head it starts with (LP-FT: the
   probed head), eval_set `ntk`, stage `before`. A method whose backbone never trains (lp) is
   measured after fitting: F is 0 there, and so is its FT ratio.
-- `head_norm` (head methods): `classifier_norm` at every in-loop step (`ftdyn.methods.inloop`).
+- `head_norm` (head methods): `classifier_norm` at every in-loop step (`ftdyn.eval.inloop`).
 - `ntk_change` (every method that trains with optimiser steps, classification): the NTK's
   prediction of each of the first `eval.ntk_steps` steps' change of f on the first
   `eval.ntk_size` in-domain test examples, beside the actual change (`ftdyn.analysis.ntk_trace`;
@@ -25,11 +25,11 @@ import torch
 from ftdyn import config as C
 from ftdyn.analysis import features as feat
 from ftdyn.analysis.ntk_trace import HeadLogits, LabelLogits, NtkTrace
-from ftdyn.batches import collate
-from ftdyn.choices import Diagnostic
-from ftdyn.data import encode_prompt
-from ftdyn.evaluate import result_row
-from ftdyn.scoring import FORMS, label_token_ids
+from ftdyn.config.choices import Diagnostic
+from ftdyn.data.batches import collate
+from ftdyn.data.rows import encode_prompt
+from ftdyn.eval.rows import result_row
+from ftdyn.eval.scoring import FORMS, label_token_ids
 from ftdyn.tasks import TaskData
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ftdyn.analysis.ntk import empirical_ntk
-from ftdyn.methods.heads import last_token_features
-from ftdyn.scoring import per_prompt
+from ftdyn.eval.scoring import per_prompt
+from ftdyn.models.heads import last_token_features
 
 log = logging.getLogger(__name__)
 

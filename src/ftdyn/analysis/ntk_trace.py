@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ftdyn.analysis.ntk import function_change, kernel_product
-from ftdyn.methods.heads import last_token_features
+from ftdyn.models.heads import last_token_features
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class HeadLogits(nn.Module):
 
 class LabelLogits(nn.Module):
     """x -> per label word, the logsumexp of the last prompt position's logits over its first
-    sub-tokens (`ftdyn.scoring.choice_logits`): the LM methods' f. x as `HeadLogits`'."""
+    sub-tokens (`ftdyn.eval.scoring.choice_logits`): the LM methods' f. x as `HeadLogits`'."""
 
     def __init__(self, model, label_ids: Sequence[Sequence[int]]):
         super().__init__()

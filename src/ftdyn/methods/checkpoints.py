@@ -10,7 +10,7 @@ Under the job directory, per stage of the method (`ftdyn.methods.plan`):
 A re-run job restores a finished stage from `end.ckpt` without training it (an LP-FT job
 killed during ft keeps its probed head), and resumes an unfinished one from `last.ckpt` through
 `trainer.fit(ckpt_path=...)`. Batches continue where they stopped because the training data
-starts at the restored step (`ftdyn.batches.ResumableBatches`). `prune` applies the
+starts at the restored step (`ftdyn.data.batches.ResumableBatches`). `prune` applies the
 `trainer.keep` policy once the job is done.
 """
 
@@ -27,7 +27,6 @@ from typing import Callable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-
 
 log = logging.getLogger(__name__)
 

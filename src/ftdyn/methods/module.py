@@ -1,8 +1,8 @@
 """The single training loop: what a step optimises, for every method and the ladder build.
 
 Without a head the loss is next-token cross-entropy on labelled positions: pre-training (every
-token labelled), SFT and LoRA (completion tokens only). With a head (`ftdyn.choices.HEAD_METHODS`; a probe
-stage is fitted by `ftdyn.methods.probe` instead) task rows are scored by the head on their
+token labelled), SFT and LoRA (completion tokens only). With a head (`ftdyn.config.choices.HEAD_METHODS`; a probe
+stage is fitted by `ftdyn.methods.linear_probe` instead) task rows are scored by the head on their
 last-token feature. Replay rows (`is_replay`) always take the LM loss. Methods differ only in
 which parameters require gradients, decided before this module is built.
 """
@@ -17,9 +17,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ftdyn.methods.heads import ClassifierHead, last_token_features
+from ftdyn.data.packing import packed_forward, packed_last_features
 from ftdyn.methods.sharding import shard
-from ftdyn.packing import packed_forward, packed_last_features
+from ftdyn.models.heads import ClassifierHead, last_token_features
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class CausalLMModule(L.LightningModule):
         return self.__dict__["_compiled"]
 
     def _lm_loss(self, batch: dict) -> torch.Tensor:
-        if "position_ids" in batch:  # a packed part (ftdyn.packing)
+        if "position_ids" in batch:  # a packed part (ftdyn.data.packing)
             return packed_forward(self.forward_model, batch, labels=batch["labels"]).loss
         return self.forward_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                   labels=batch["labels"], use_cache=False).loss
@@ -83,8 +83,8 @@ class CausalLMModule(L.LightningModule):
     @staticmethod
     def _parts(batch: dict) -> tuple[list[tuple[str, dict, float]], int, int]:
         """(task or replay, its rows, its share of the batch's rows) of each part with rows, the
-        batch's rows and its real tokens: from a packed batch (`ftdyn.packing.collate_packed`)
-        or a padded one (`ftdyn.batches.collate`)."""
+        batch's rows and its real tokens: from a packed batch (`ftdyn.data.packing.collate_packed`)
+        or a padded one (`ftdyn.data.batches.collate`)."""
         if "packed" in batch:
             parts = [(name, part, part["rows"] / batch["rows"]) for name, part in batch["packed"].items()]
             return parts, batch["rows"], sum(part["tokens"] for part in batch["packed"].values())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftdyn import results
+from ftdyn import files
 from ftdyn.report import collect, figures, findings, mrc, tables
 from ftdyn.report.html import Section, page
 from ftdyn.report.wandb_log import log_tables
@@ -186,7 +186,7 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0,
     counts = ", ".join(f"{n} {status}" for status, n in job_table["status"].value_counts().items())
     intro = [f"Sweeps: {', '.join(str(Path(d).resolve()) for d in dirs)}",
              f"Jobs: {counts}. Derived tables use finished jobs; results.parquet / results.csv hold every row."]
-    results.write_atomic(out / "index.html", page("ftdyn report", intro, [sections[0], jobs_section, *sections[1:]]))
+    files.write_atomic(out / "index.html", page("ftdyn report", intro, [sections[0], jobs_section, *sections[1:]]))
     if "wandb" in collect.job_kinds(jobs):
         project = next((j.config["logger"].get("project") for j in jobs
                         if (j.config.get("logger") or {}).get("project")), "ftdyn")

@@ -22,7 +22,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ftdyn import config as C
-from ftdyn import results
+from ftdyn import files
+from ftdyn.config import keys
+from ftdyn.runs import results
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def _config_key(config: dict) -> str | None:
     """The run key a job's resolved config hashes to (None if this ftdyn cannot read it)."""
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(C.TrainConfig), config))
-        return results.run_key(typed)
+        return keys.run_key(typed)
     except (OmegaConfBaseException, C.ConfigError) as err:  # an older or hand-edited config: list the
         # job anyway, without a key
         log.warning("cannot compute the run key of %s: %s", config.get("task"), err)
@@ -135,7 +137,7 @@ def job_kinds(jobs: list[Job]) -> set[str]:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
-    results.write_atomic(path, table.to_csv(index=False))
+    files.write_atomic(path, table.to_csv(index=False))
 
 
 def write_parquet(table: pd.DataFrame, path: Path) -> None:

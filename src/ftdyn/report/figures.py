@@ -16,9 +16,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from ftdyn.report import fits  # noqa: E402
 from ftdyn.report.tables import CALIBRATION, DEFAULT_FORMAT, FORGET, PRIMARY  # noqa: E402

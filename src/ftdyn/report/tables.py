@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 import ftdyn
-from ftdyn.metrics import N_BINS, reliability_bins
+from ftdyn.eval.metrics import N_BINS, reliability_bins
 from ftdyn.report import fits
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,7 @@ def ntk_spectra(table: pd.DataFrame) -> pd.DataFrame:
     return (rows.groupby(["method", "kernel", "index"])["normalised"].mean().reset_index()
             .sort_values(["method", "kernel", "index"]).reset_index(drop=True))
 
-#: the two-Gaussians toy's columns, after fine-tuning: `<eval set>_<metric>` (ftdyn.toy)
+#: the two-Gaussians toy's columns, after fine-tuning: `<eval set>_<metric>` (ftdyn.gaussians)
 GAUSSIANS = ("x1_pred", "x1_mse", "x2_pred", "x2_drift", "x2_ntk_pred_change", "x2_ntk_pred_change_k0",
              "x2_ntk_pred_change_replay", "x2_ntk_corr", "x1_ntk_corr")
 

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from omegaconf import OmegaConf
 
 from ftdyn import config as C
-from ftdyn.encoding import Prompt
 from ftdyn.tasks import hub
-from ftdyn.tasks.prompts import render, target
+from ftdyn.tasks.prompts import Prompt, render, target
 from ftdyn.world.entities import World
 from ftdyn.world.tasks import example_key, generate
 

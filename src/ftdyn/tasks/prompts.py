@@ -1,11 +1,14 @@
-"""Prompt formats per task family: Amuro & Char's default, IO and instruct formats.
+"""Prompts: the formats per task family (Amuro & Char's default, IO and instruct formats), and a
+prompt in parts (`Prompt`: demonstrations, then the query).
 
-Templates follow seed-methods.md §1.2 (v5 Table 5 and the authors' code), including the curly
-apostrophe of the paraphrase instruct format. The completion (label word or target text) is
-appended after the prompt by `ftdyn.data.encode_pair`.
+Templates follow Amuro & Char (v5, Table 5, and the authors' code), including the curly
+apostrophe of the paraphrase instruct format (docs/definitions.md). The completion (label word or
+target text) is appended after the prompt by `ftdyn.data.rows.encode_pair`.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 FORMATS: dict[str, dict[str, str]] = {
     "nli": {
@@ -80,3 +83,17 @@ def vocabulary_lines(label_words: list[str]) -> list[str]:
     words = " ".join(label_words)
     lines = [t.replace("{", "").replace("}", "") for family in GLOSSARY_FAMILIES for t in FORMATS[family].values()]
     return [f"{line} {words}" for line in lines]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """A prompt in the parts the budget may shorten: demonstration blocks (each a train example's
+    prompt and answer, ending in a newline, in the order they precede the query) and the query,
+    the evaluated example's own prompt. Its text is the blocks then the query."""
+
+    query: str
+    demos: tuple[str, ...] = ()
+
+    def text(self, first_demo: int = 0) -> str:
+        """The prompt's text from demonstration `first_demo` on (0: all of them)."""
+        return "".join(self.demos[first_demo:]) + self.query

@@ -36,10 +36,29 @@ import random
 from collections.abc import Callable
 
 from ftdyn.world.corpus import fact_sentence, qa_people
-from ftdyn.world.entities import (ATTRIBUTES, JOB_RULES, OBJECTS, STORY_PEOPLE, UNSEEN_PEOPLE, VALUES, World,
-                                  random_person_facts)
-from ftdyn.world.templates import (ANSWER, CLOZE, EVENTS, EVENTS_TASK_TRAIN, FACT, NEGATED, QUESTION, RULE_QUESTION,
-                                   SUMMARY, TASK_HELD_OUT, TASK_TRAIN)
+from ftdyn.world.entities import (
+    ATTRIBUTES,
+    JOB_RULES,
+    OBJECTS,
+    STORY_PEOPLE,
+    UNSEEN_PEOPLE,
+    VALUES,
+    World,
+    random_person_facts,
+)
+from ftdyn.world.templates import (
+    ANSWER,
+    CLOZE,
+    EVENTS,
+    EVENTS_TASK_TRAIN,
+    FACT,
+    NEGATED,
+    QUESTION,
+    RULE_QUESTION,
+    SUMMARY,
+    TASK_HELD_OUT,
+    TASK_TRAIN,
+)
 
 SPLITS = ("train", "validation", "test", "ood_templates", "ood_entities")
 NLI_LABELS = ("entailment", "neutral", "contradiction")

@@ -29,12 +29,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 
 
 def tinyworld_tokenizer(n_docs: int = 2000, vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """A BPE tokenizer learned in about a second from `n_docs` tinyworld documents and the prompt
-    and label vocabulary: what the bench and the stand-ins of real models (`ftdyn.stand_ins`) use."""
-    from ftdyn.tasks.prompts import vocabulary_lines
+    """A BPE tokenizer learned in about a second from `n_docs` tinyworld documents and the label
+    words: what the bench and the stand-ins of real models (`ftdyn.models.stand_ins`) use (a
+    ladder's own tokenizer also learns the prompt formats: `ftdyn.pretrain.ladder`)."""
     from ftdyn.world.corpus import corpus
     from ftdyn.world.entities import make_world
     from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS
 
     texts = corpus(make_world(0, 20), 1, n_docs)
-    return train_tokenizer(texts + vocabulary_lines([*NLI_LABELS, *PARA_LABELS]) * 20, vocab_size)
+    return train_tokenizer(texts + [" ".join([*NLI_LABELS, *PARA_LABELS])] * 20, vocab_size)
