@@ -32,6 +32,7 @@ from ftdyn.data.batches import TrainDataModule
 from ftdyn.launch import cluster
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.models import checkpoints
+from ftdyn.runs import results
 
 SMALL = ["model=micro", "task.train_size=32", "task.eval_size=10", "trainer.threads=1"]
 
@@ -151,16 +152,16 @@ def test_fsdp_inside_a_multirun_shards_over_two_ranks_and_matches_ddp(micro_ladd
                   "trainer.accelerator=cpu", "trainer.precision=32-true", "eval.every_n_steps=2",
                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    results = {}
+    by_strategy = {}
     for job in (sweep / "0", sweep / "1"):
         rows, strategy = _rows(job), OmegaConf.load(job / "config.yaml").trainer.strategy
         assert (job / "done").exists() and _facts(rows)["world_size"] == 2
         log = (job / "train.log").read_text()
         assert log.count("FSDP2: 2 transformer blocks, the head and the rest sharded over 2 ranks") == (
             2 if strategy == "fsdp" else 0)  # lora, logged by both ranks
-        results[strategy] = {(r["stage"], r["eval_set"], r["split_kind"], r["metric"]): r["value"]
-                             for r in rows if r["metric"] != "wall_s"}
-    fsdp, ddp = results["fsdp"], results["ddp"]
+        by_strategy[strategy] = {(r["stage"], r["eval_set"], r["split_kind"], r["metric"]): r["value"]
+                                 for r in rows if r["metric"] not in results.TIMINGS}
+    fsdp, ddp = by_strategy["fsdp"], by_strategy["ddp"]
     assert fsdp.keys() == ddp.keys()
     assert fsdp == pytest.approx(ddp, abs=1e-5)
     assert fsdp["run", "run", None, "train_steps"] == 4  # 4 lora steps (the probe takes none)

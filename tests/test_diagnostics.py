@@ -75,7 +75,7 @@ def test_ft_ratio_lies_in_0_1_and_is_0_where_the_backbone_never_trains(head_runs
         for name in ("ft_ratio", "ft_share"):
             assert 0 <= metrics[f"before/ntk/{name}"] <= 1, (method, name)
         assert metrics["before/ntk/ntk_pre_rank"] > 0
-        trains_backbone = any(trains != "head" for _, trains in C.METHOD_TABLE[C.Method(method)].stages)
+        trains_backbone = any(trains != "head" for _, trains in C.METHOD_TABLE[C.Method(method)].phases)
         if trains_backbone:
             assert 0 < metrics["before/ntk/ft_ratio"] and metrics["before/ntk/ntk_ft_fro"] > 0, method
         else:
@@ -84,7 +84,7 @@ def test_ft_ratio_lies_in_0_1_and_is_0_where_the_backbone_never_trains(head_runs
 
 def test_classifier_norm_is_recorded_along_training_and_ends_at_the_run_fact(head_runs):
     for method, metrics in head_runs.items():
-        stages = C.METHOD_TABLE[C.Method(method)].stages
+        stages = C.METHOD_TABLE[C.Method(method)].phases
         if all(trains == "head" for _, trains in stages):
             continue  # a probe alone may be fitted outside the training loop, with no in-loop steps
         steps = sorted((int(k.split("/")[0].removeprefix("step_")), v) for k, v in metrics.items()

@@ -15,7 +15,7 @@ from ftdyn import tasks
 from ftdyn.config.compose import compose_config
 from ftdyn.data.encoding import PromptEncoder
 from ftdyn.data.rows import completion_text, encode_pair
-from ftdyn.eval.stage import evaluate_stage
+from ftdyn.eval.stage import StageEvaluator
 from ftdyn.models import checkpoints
 from ftdyn.tasks.prompts import Prompt, render
 from ftdyn.train import train
@@ -149,7 +149,7 @@ def test_4_shot_prompts_longer_than_the_context_are_shortened_to_fit_and_counted
     model.config.max_position_embeddings = context
     widths = _Widths(model)
     try:
-        rows = evaluate_stage(model, "before", K, run, task, tokenizer, world=None, heldout=[])
+        rows = StageEvaluator(run, task, tokenizer).rows(model, "before", K)
     finally:
         widths.handle.remove()
         model.config.max_position_embeddings = saved

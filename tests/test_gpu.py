@@ -11,8 +11,8 @@ from conftest import MICRO
 from omegaconf import OmegaConf
 from test_cluster import SMALL, _facts, _rows, _sweep
 
-from ftdyn import train as train_module
 from ftdyn.config.compose import compose_config
+from ftdyn.eval.stage import StageEvaluator
 from ftdyn.train import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -24,14 +24,15 @@ def test_a_gpu_job_evaluates_before_and_after_on_the_gpu(micro_ladder, tmp_path,
                                                         method, trainer):
     """Lightning's teardown moves the trained model to the CPU; the after-evaluation must move it back
     (and under fsdp, gather it whole first)."""
-    devices, measure = [], train_module.evaluate_stage
+    devices, measure = [], StageEvaluator.rows
 
-    def spy(model, stage, **kwargs):
-        devices.append((stage, next(model.parameters()).device.type,
-                        None if kwargs.get("head") is None else kwargs["head"].weight.device.type))
-        return measure(model, stage=stage, **kwargs)
+    def spy(self, model, stage, **kwargs):
+        if not kwargs.get("in_loop"):
+            devices.append((stage, next(model.parameters()).device.type,
+                            None if kwargs.get("head") is None else kwargs["head"].weight.device.type))
+        return measure(self, model, stage, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate_stage", spy)
+    monkeypatch.setattr(StageEvaluator, "rows", spy)
     facts = train(compose_config([*MICRO, *trainer.split(), f"method={method}", "method.max_steps=20",
                                   "eval.every_n_steps=10"]), tmp_path)
     head = "cuda" if method == "lpft" else None

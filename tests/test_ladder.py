@@ -14,7 +14,7 @@ from transformers import LlamaForCausalLM
 from ftdyn import config as C
 from ftdyn.config.compose import compose_config
 from ftdyn.models import checkpoints, ladders
-from ftdyn.pretrain import ladder
+from ftdyn.pretrain import build, ladder
 
 
 def test_every_checkpoint_is_a_loadable_hf_checkpoint(micro_ladder, micro_model_cfg):
@@ -58,7 +58,7 @@ def test_a_step_outside_the_ladder_lists_the_available_ones(micro_model_cfg):
 
 def test_an_unfinished_build_is_rebuilt_and_says_how_far_it_is(micro_ladder, micro_model_cfg, tmp_path,
                                                                monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="ftdyn.pretrain.ladder")
+    caplog.set_level(logging.INFO, logger="ftdyn.pretrain")
     monkeypatch.setenv("FTDYN_CACHE", str(tmp_path))
     root = ladders.ladder_dir(micro_model_cfg)
     (root / "step5").mkdir(parents=True)  # a build that died before its manifest
@@ -70,15 +70,16 @@ def test_an_unfinished_build_is_rebuilt_and_says_how_far_it_is(micro_ladder, mic
 
 def test_the_progress_line_gives_step_share_elapsed_and_time_left():
     # 120 of 600 steps took 36 s of training: 480 more take ~144 s
-    assert ladder.progress_line("tiny", 120, 600, elapsed=45.0, training=36.0) == \
+    assert build.progress_line("ladder tiny", 120, 600, elapsed=45.0, training=36.0) == \
         "ladder tiny: step 120/600 (20%), 45 s elapsed, ~2 min left"
-    assert ladder.progress_line("tiny", 0, 600, elapsed=3.0, training=0.0) == "ladder tiny: step 0/600 (0%), 3 s elapsed"
+    assert build.progress_line("ladder tiny", 0, 600, elapsed=3.0, training=0.0) == \
+        "ladder tiny: step 0/600 (0%), 3 s elapsed"
 
 
 def test_the_build_logs_progress_at_least_every_15_s(caplog):
-    caplog.set_level(logging.INFO, logger="ftdyn.pretrain.ladder")
+    caplog.set_level(logging.INFO, logger="ftdyn.pretrain.build")
     now = [9.0]  # a fake clock: the tokenizer took 9 s, then each step 0.3 s
-    progress = ladder._Progress("tiny", total=600, started=0.0, every_s=15.0, clock=lambda: now[0])
+    progress = build.Progress("ladder tiny", total=600, started=0.0, every_s=15.0, clock=lambda: now[0])
     progress.on_train_start(None, None)
     logged_at = [now[0]]
     for step in range(1, 601):
@@ -90,3 +91,16 @@ def test_the_build_logs_progress_at_least_every_15_s(caplog):
     gaps = [b - a for a, b in zip(logged_at, logged_at[1:])]
     assert len(gaps) == 12 and max(gaps) <= 15 + 0.3  # 180 s of training, a line per 15 s
     assert caplog.records[-1].getMessage() == "ladder tiny: step 600/600 (100%), 3 min elapsed, ~0 s left"
+
+
+def test_loading_a_missing_ladder_fails_naming_the_command_that_builds_it_and_builds_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTDYN_CACHE", str(tmp_path))
+    micro = C.to_typed(compose_config(["model=micro"])).model
+    with pytest.raises(ladders.LadderNotBuilt, match=r"ladder micro is not built .* `python -m ftdyn.pretrain "
+                                                     r"model=micro`"):
+        checkpoints.load_checkpoint(micro, 40)
+    mlp = C.to_typed(compose_config(["model=mlp", "task=two_gaussians"])).model
+    with pytest.raises(ladders.LadderNotBuilt, match=r"`python -m ftdyn.pretrain model=mlp model.width=64 "
+                                                     r"model.depth=2`"):
+        checkpoints.load_checkpoint(mlp, 1000)
+    assert list(tmp_path.rglob("*")) == []  # nothing built, nothing locked

@@ -15,10 +15,10 @@ from torch.distributed.tensor import DTensor
 
 from ftdyn import config as C
 from ftdyn import tasks
-from ftdyn import train as train_module
 from ftdyn.config import keys
 from ftdyn.config.choices import HEAD_METHODS
 from ftdyn.config.compose import compose_config
+from ftdyn.eval.stage import StageEvaluator
 from ftdyn.methods.fit import add_lora, fit, train_rows
 from ftdyn.methods.linear_probe import extract_features, objective
 from ftdyn.methods.plan import plan
@@ -101,7 +101,7 @@ def test_a_finished_probe_is_restored_not_fitted_again(tmp_path, caplog):
     run, model, tokenizer, task = _setup(["method=lp"])
     with caplog.at_level("INFO", logger="ftdyn.methods.linear_probe"):
         again = fit(model, tokenizer, task, run, tmp_path)
-    assert "stage probe already finished" in caplog.text
+    assert "phase probe already finished" in caplog.text
     assert torch.equal(again.head.weight, first.head.weight) and again.facts == first.facts
 
 
@@ -139,26 +139,26 @@ def test_ft_scores_its_task_through_its_head(micro_ladder, tmp_path, monkeypatch
     """The after-evaluation of an ft job gets ft's head, and a task scored with a head reads the
     head alone: a head that always says label j scores exactly the share of label j, whatever
     the language model's label logits would say."""
-    calls, evaluate = {}, train_module.evaluate_stage
+    calls, evaluate = {}, StageEvaluator.rows
 
-    def spy(model, stage, **kwargs):
-        calls[stage] = (model, kwargs)
-        return evaluate(model, stage=stage, **kwargs)
+    def spy(self, model, stage, **kwargs):
+        calls[stage] = (self, model, kwargs)
+        return evaluate(self, model, stage, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate_stage", spy)
+    monkeypatch.setattr(StageEvaluator, "rows", spy)
     metrics = train(compose_config(MICRO + ["method=ft", "method.max_steps=2", "task.eval_size=30",
                                             "eval.probe=false", "eval.pretrain_loss=false"]), tmp_path)
-    model, kwargs = calls["after"]
-    assert calls["before"][1].get("head") is None and isinstance(kwargs["head"], ClassifierHead)
-    assert evaluate(model, stage="after", **kwargs) == evaluate(model, stage="after", **kwargs)  # deterministic
-    assert [r["value"] for r in evaluate(model, stage="after", **kwargs) if r["metric"] == "acc"] == [
-        metrics[f"after/{es.name}/acc"] for es in kwargs["task"].eval_sets]
-    task, labels = kwargs["task"], list(kwargs["task"].cfg.label_words)
+    evaluator, model, kwargs = calls["after"]
+    assert calls["before"][2].get("head") is None and isinstance(kwargs["head"], ClassifierHead)
+    assert evaluate(evaluator, model, "after", **kwargs) == evaluate(evaluator, model, "after", **kwargs)  # deterministic
+    assert [r["value"] for r in evaluate(evaluator, model, "after", **kwargs) if r["metric"] == "acc"] == [
+        metrics[f"after/{es.name}/acc"] for es in evaluator.task.eval_sets]
+    task, labels = evaluator.task, list(evaluator.task.cfg.label_words)
     for j, label in enumerate(labels):
         always_j = ClassifierHead(model.config.hidden_size, len(labels))
         with torch.no_grad():
             always_j.bias[j] = 10.0
-        rows = evaluate(model, stage="after", **{**kwargs, "head": always_j})
+        rows = evaluate(evaluator, model, "after", **{**kwargs, "head": always_j})
         acc = {r["eval_set"]: r["value"] for r in rows if r["metric"] == "acc"}
         assert acc == {es.name: pytest.approx(sum(task.target(e) == label for e in es.examples) / len(es.examples))
                        for es in task.eval_sets}

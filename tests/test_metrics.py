@@ -9,7 +9,15 @@ import torch
 from rouge_score import rouge_scorer
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from ftdyn.eval.metrics import agreement, bin_edges, calibration, ece_mce, fit_temperature, forgetting, reliability_bins
+from ftdyn.eval.metrics import (
+    agreement,
+    bin_edges,
+    calibration,
+    ece_mce,
+    fit_temperature,
+    forgetting,
+    reliability_bins,
+)
 from ftdyn.eval.scoring import rouge_l
 
 

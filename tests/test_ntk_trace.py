@@ -82,7 +82,7 @@ def test_sft_traces_the_label_logits_the_scorer_reads(micro_ladder):
     model, tokenizer = checkpoints.load_checkpoint(run.model, run.ckpt_step)
     task = tasks.load(run.task, make_world(run.model.pretrain.world_seed, run.model.pretrain.n_people), seed=run.seed)
     trace = diagnostics.ntk_trace(run, task, tokenizer, model.config.max_position_embeddings)
-    examples, scored = diagnostics.probe_examples(task, run.eval.ntk_size)
+    examples, scored = diagnostics.fixed_examples(task, run.eval.ntk_size)
     prompts = [scored.prompt(e, run.prompt.train) for e in examples]
     read = choice_logits(model.eval(), tokenizer, prompts, [scored.cfg.label_words] * len(prompts))
     with torch.no_grad():

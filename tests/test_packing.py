@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftdyn.data.batches import LengthBucketedBatches, TrainDataModule, collate
-from ftdyn.data.packing import collate_packed, first_fit, pack, packed_forward, packed_last_features
+from ftdyn.data.packing import (
+    collate_packed,
+    first_fit,
+    pack,
+    packed_forward,
+)
 from ftdyn.data.rows import IGNORE
 from ftdyn.methods.module import CausalLMModule
 from ftdyn.models import checkpoints
@@ -142,8 +147,8 @@ def test_packed_head_features_equal_the_padded_batchs(model):
     rows = _rows()
     padded = collate(rows, pad_id=0)
     with torch.no_grad():
-        want = last_token_features(model, padded["input_ids"], padded["attention_mask"])
-        got = packed_last_features(model, pack(rows, pad_id=0, width=16))
+        want = last_token_features(model, padded)
+        got = last_token_features(model, pack(rows, pad_id=0, width=16))
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -236,7 +241,7 @@ def test_a_whole_stage_evaluated_in_batches_equals_one_example_at_a_time(micro_m
     from ftdyn import tasks
     from ftdyn.config.compose import compose_config
     from ftdyn.data.text import model_heldout_rows
-    from ftdyn.eval.stage import evaluate_stage
+    from ftdyn.eval.stage import StageEvaluator
     from ftdyn.world.entities import make_world
 
     model, tokenizer = checkpoints.load_checkpoint(micro_model_cfg, micro_model_cfg.checkpoints[-1])
@@ -245,7 +250,8 @@ def test_a_whole_stage_evaluated_in_batches_equals_one_example_at_a_time(micro_m
         run = C.to_typed(compose_config([*MICRO, "task.eval_size=24", "fewshot.k=2", f"eval.batch_size={size}"]))
         world = make_world(0)
         task = tasks.load(run.task, world, seed=0)
-        got = evaluate_stage(model, "before", 2, run, task, tokenizer, world, model_heldout_rows(run.model, tokenizer))
+        evaluator = StageEvaluator(run, task, tokenizer, world, heldout=model_heldout_rows(run.model, tokenizer))
+        got = evaluator.rows(model, "before", 2)
         rows[size] = {(r["eval_set"], r["metric"]): r["value"] for r in got}
     assert set(rows[64]) == set(rows[1]) and len(rows[1]) > 10
     assert _differ(rows[64], rows[1], rows[1]) == []

@@ -14,15 +14,16 @@ from ftdyn import config as C
 from ftdyn.config.compose import compose_config
 from ftdyn.models import checkpoints, reference
 from ftdyn.models.reference import AdaptersOff, Holding, Reference, host_copy
+from ftdyn.runs import results
 from ftdyn.train import train
 
 SMALL = MICRO + ["task.train_size=64", "task.eval_size=24", "method.batch_size=8", "fewshot.k=1"]
 
 
 def _rows(job_dir: Path) -> list[dict]:
-    """The job's rows but its wall time, which no two runs share."""
+    """The job's rows but its timings, which no two runs share."""
     rows = [json.loads(line) for line in (job_dir / "results.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["metric"] != "wall_s"]
+    return [r for r in rows if r["metric"] not in results.TIMINGS]
 
 
 def _job(tmp_path: Path, name: str, overrides: list[str]) -> list[dict]:

@@ -27,9 +27,14 @@ from ftdyn import files
 from ftdyn import train as train_module
 from ftdyn.config import keys
 from ftdyn.config.compose import compose_config
-from ftdyn.data.batches import ReplayBatchSampler, ShuffledBatches, TrainDataModule, collate
+from ftdyn.data.batches import (
+    ReplayBatchSampler,
+    ShuffledBatches,
+    TrainDataModule,
+    collate,
+)
 from ftdyn.eval.inloop import InLoopEval
-from ftdyn.methods.checkpoints import JobClock, StageCheckpoints
+from ftdyn.methods.checkpoints import JobClock, PhaseCheckpoints
 from ftdyn.runs import results, store
 from ftdyn.train import train
 
@@ -47,7 +52,7 @@ def _same_results(a: list[dict], b: list[dict]) -> None:
     wall time and the resume fact aside."""
     def table(rows):
         return {(r["stage"], r["eval_set"], r["prompt"], r["metric"]): r["value"] for r in rows
-                if r["metric"] not in ("wall_s", "resumed_from_step")}
+                if r["metric"] not in (*results.TIMINGS, "resumed_from_step")}
     ta, tb = table(a), table(b)
     assert set(ta) == set(tb)
     for k in ta:
@@ -165,6 +170,30 @@ def test_a_job_killed_mid_stage_resumes_and_matches_an_uninterrupted_run(micro_l
     assert not (tmp_path / "cut" / "checkpoints").exists()  # trainer.keep=none once done
 
 
+# The two-Gaussians toy through the same fit: 16 SGD steps with replay, in-loop rows every 4, checkpoints every 2.
+TOY = ["model=mlp", "task=two_gaussians", "method.max_steps=16", "method.batch_size=8", "replay.rate=0.1",
+       "optim=sgd", "method.lr=0.01", "eval.every_n_steps=4", "trainer.checkpoint_every_n_steps=2"]
+
+
+def test_a_toy_job_killed_mid_fine_tuning_resumes_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    """The toy fine-tunes through the one fit, with its checkpoints: killed at step 7 (its last
+    checkpoint at 6), the re-run resumes from step 6 and ends with the uninterrupted run's rows."""
+    _clock_in_steps(monkeypatch)
+    train(compose_config(TOY), tmp_path / "whole")
+    with monkeypatch.context() as patch:
+        _dies_at(patch, 7)
+        with pytest.raises(Killed):
+            train(compose_config(TOY), tmp_path / "cut")
+    assert not (tmp_path / "cut" / "done").exists()
+    assert (tmp_path / "cut" / "checkpoints" / "ft" / "last.ckpt").exists()
+    train(compose_config(TOY), tmp_path / "cut")
+    whole, cut = _run_facts(tmp_path / "whole"), _run_facts(tmp_path / "cut")
+    assert cut["resumed_from_step"] == 6 and whole["train_steps"] == cut["train_steps"] == 16
+    assert cut["wall_s"] == whole["wall_s"] == 16  # the clock counts each kept step once
+    _same_results(_rows(tmp_path / "whole"), _rows(tmp_path / "cut"))
+    assert {r["eval_set"] for r in _rows(tmp_path / "cut") if r["metric"] == "drift"} == {"x1", "x2"}
+
+
 def test_keep_last_leaves_only_the_final_weights(micro_ladder, tmp_path):
     train(compose_config(MICRO + ["method=lpft", "method.max_steps=3", "task.eval_size=8",
                                   "trainer.checkpoint_every_n_steps=2", "trainer.keep=last"]), tmp_path)
@@ -253,7 +282,7 @@ def _clocked_stage(job_dir: Path, stage: str, steps: int, clock: JobClock, per_b
     """One stage as `ftdyn.methods` runs it: restored if finished, else fitted from its last
     checkpoint (every 2 steps) and finished; the job clock rides in the checkpoints. Returns
     the number of batches trained."""
-    checkpoints, module = StageCheckpoints(job_dir, stage, every_n_steps=2), _Seen()
+    checkpoints, module = PhaseCheckpoints(job_dir, stage, every_n_steps=2), _Seen()
     if checkpoints.finished():
         checkpoints.restore_finished(module, [clock])
         return 0

@@ -15,16 +15,18 @@ import pytest
 import torch
 
 from ftdyn import config as C
-from ftdyn import gaussians
 from ftdyn.config.compose import compose_config
+from ftdyn.models import gaussians
+from ftdyn.pretrain import gaussians as pretrain_gaussians
 from ftdyn.pretrain.__main__ import main as pretrain_command
 from ftdyn.report import build_report
+from ftdyn.tasks.gaussians import FINETUNE_TARGETS, PRETRAIN_TARGETS
 from ftdyn.train import train
 
 STUDY = ["model=mlp", "task=two_gaussians", "optim=sgd", "method.lr=0.05", "trainer.threads=1"]
 RATES = (0.0, 0.01, 0.02, 0.05, 0.1)
 TRACED = (0.0, 0.05)  #: jobs that also trace the NTK (eval.diagnostics=[ntk_change]: same training, ~2 s more)
-SHIFT = abs(gaussians.FINETUNE_TARGETS["x1"] - gaussians.PRETRAIN_TARGETS["x1"])  #: 0.2, what fine-tuning asks of X1
+SHIFT = abs(FINETUNE_TARGETS["x1"] - PRETRAIN_TARGETS["x1"])  #: 0.2, what fine-tuning asks of X1
 BAND = SHIFT / 10  #: 0.02: "stays near 1" is within a tenth of the shift the fine-tuning imposes
 
 
@@ -53,7 +55,7 @@ def test_without_replay_x2_drifts_with_replay_it_stays_near_1(sweep):
     for rate in (0.05, 0.1):  # the poster's 5-10%
         assert abs(measured[rate][("x2", "pred")] - 1) <= BAND  # observed 0.004, 0.003
     for rate in RATES:  # and fine-tuning learned X1's new target at every rate
-        assert abs(measured[rate][("x1", "pred")] - gaussians.FINETUNE_TARGETS["x1"]) <= BAND
+        assert abs(measured[rate][("x1", "pred")] - FINETUNE_TARGETS["x1"]) <= BAND
 
 
 def test_drift_is_ordered_across_replay_rates(sweep):
@@ -104,9 +106,12 @@ def test_the_report_tabulates_and_draws_drift_against_replay(sweep, tmp_path):
 
 def test_the_checkpoint_is_built_once_and_fits_both_gaussians():
     model = C.to_typed(compose_config(STUDY)).model
+    root = pretrain_gaussians.ensure(model)
+    built_at = (root / "manifest.json").stat().st_mtime_ns
+    assert pretrain_gaussians.ensure(model) == root and (root / "manifest.json").stat().st_mtime_ns == built_at  # once
     first, again = gaussians.load(model, 1000), gaussians.load(model, 1000)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
-    manifest = json.loads((gaussians.toy_dir(model) / "manifest.json").read_text())
+    manifest = json.loads((gaussians.checkpoints_dir(model) / "manifest.json").read_text())
     assert max(manifest["final_mse"].values()) < 1e-3  # targets 0 and 1 fitted before any fine-tuning
     with pytest.raises(KeyError, match="available: \\[1000\\]"):
         gaussians.load(model, 500)

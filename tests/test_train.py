@@ -51,7 +51,9 @@ def test_rows_cover_every_stage_split_kind_and_run_fact(job):
         assert (stage, "probe", "world_facts", "acc") in seen
         assert (stage, "pretrain", "tinyworld_heldout", "pretrain_loss") in seen
     facts = {r["metric"]: r["value"] for r in rows if r["stage"] == "run"}
-    assert set(facts) == {"trainable_params", "train_steps", "train_tokens", "wall_s", "replay_fraction", "world_size"}
+    assert set(facts) == {"trainable_params", "train_steps", "train_tokens", "wall_s", "replay_fraction", "world_size",
+                          "eval_before_s", "eval_after_s"}
+    assert 0 < facts["eval_before_s"] + facts["eval_after_s"] < facts["wall_s"]  # evaluation is part of the job
     assert facts["replay_fraction"] == 0.0
     assert facts["world_size"] == 1  # one process trained
     assert facts["train_steps"] == 3 * 600 // 8

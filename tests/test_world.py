@@ -11,7 +11,14 @@ import pytest
 
 from ftdyn.world.corpus import corpus, documents, heldout_documents
 from ftdyn.world.entities import PEOPLE, UNSEEN_PEOPLE, VALUES, make_world
-from ftdyn.world.tasks import NLI_LABELS, PARA_LABELS, SPLITS, example_key, generate, probe_items
+from ftdyn.world.tasks import (
+    NLI_LABELS,
+    PARA_LABELS,
+    SPLITS,
+    example_key,
+    generate,
+    knowledge_items,
+)
 from ftdyn.world.templates import FACT, TASK_HELD_OUT, TASK_TRAIN
 
 
@@ -113,7 +120,7 @@ def test_para_no_pairs_are_mostly_word_order_adversaries():
 
 def test_probe_covers_every_fact_with_its_candidates():
     world = make_world(0)
-    items = probe_items(world)
+    items = knowledge_items(world)
     assert len(items) == len(world.people) * 3
     for item in items:
         assert item["label"] in item["choices"]

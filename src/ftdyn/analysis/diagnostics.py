@@ -1,12 +1,12 @@
 """The LP-FT diagnostics of a run as result rows (`eval.diagnostics`; docs/diagnostics.md).
 
-- `features` (every method that trains): on a fixed probe set, the first `eval.diagnostic_size`
+- `features` (every method that trains): on a fixed set, the first `eval.diagnostic_size`
   examples of the task's first in-domain set, prompted as training prompts them: stage `before`
   `fisher_ratio` of the start checkpoint's features; stage `after` `feature_cos`, `feature_diff`
   against the start and the fine-tuned `fisher_ratio` (classification tasks), eval_set `features`.
 - `ntk` (head methods): the NTK split on the first `eval.ntk_size` training rows, measured by
   `NtkAtStart` when the backbone starts training, with the head it starts with (LP-FT: the
-  probed head), eval_set `ntk`, stage `before`. A method whose backbone never trains (lp) is
+  linear probe's head), eval_set `ntk`, stage `before`. A method whose backbone never trains (lp) is
   measured after fitting: F is 0 there, and so is its FT ratio.
 - `head_norm` (head methods): `classifier_norm` at every in-loop step (`ftdyn.eval.inloop`).
 - `ntk_change` (every method that trains with optimiser steps, classification): the NTK's
@@ -24,10 +24,11 @@ import torch
 
 from ftdyn import config as C
 from ftdyn.analysis import features as feat
-from ftdyn.analysis.ntk_trace import HeadLogits, LabelLogits, NtkTrace
+from ftdyn.analysis.ntk_trace import TRACE_POINTS, HeadLogits, LabelLogits, NtkTrace
 from ftdyn.config.choices import Diagnostic
 from ftdyn.data.batches import collate
 from ftdyn.data.rows import encode_prompt
+from ftdyn.eval import regression
 from ftdyn.eval.rows import result_row
 from ftdyn.eval.scoring import FORMS, label_token_ids
 from ftdyn.tasks import TaskData
@@ -38,13 +39,13 @@ log = logging.getLogger(__name__)
 def wants(run: C.TrainConfig, diagnostic: Diagnostic) -> bool:
     """Whether `run` measures `diagnostic`: asked for, on a method that trains, and for the head
     diagnostics a method with a head (`METHOD_TABLE`)."""
-    if diagnostic not in run.eval.diagnostics or not run.method.spec.stages:
+    if diagnostic not in run.eval.diagnostics or not run.method.spec.phases:
         return False
     return diagnostic in (Diagnostic.features, Diagnostic.ntk_change) or run.method.spec.head
 
 
-def probe_examples(task: TaskData, size: int) -> tuple[list[dict], TaskData]:
-    """The fixed probe set: the first `size` examples of the scored task's first in-domain set."""
+def fixed_examples(task: TaskData, size: int) -> tuple[list[dict], TaskData]:
+    """The fixed set: the first `size` examples of the scored task's first in-domain set."""
     scored = task.evaluated or task
     sets = [es for es in scored.eval_sets if es.split_kind == "in_domain"] or scored.eval_sets
     return sets[0].examples[:size], scored
@@ -52,7 +53,7 @@ def probe_examples(task: TaskData, size: int) -> tuple[list[dict], TaskData]:
 
 def feature_rows(run: C.TrainConfig, task: TaskData, tokenizer, base, model) -> list[dict]:
     """Feature change of `model` against `base` and both models' Fisher ratios, as rows."""
-    examples, scored = probe_examples(task, run.eval.diagnostic_size)
+    examples, scored = fixed_examples(task, run.eval.diagnostic_size)
     prompts = [scored.prompt(e, run.prompt.train) for e in examples]
     before = feat.last_features(base, tokenizer, prompts, run.eval.batch_size)
     after = feat.last_features(model, tokenizer, prompts, run.eval.batch_size)
@@ -74,8 +75,8 @@ def ntk_batch(run: C.TrainConfig, task: TaskData, tokenizer, max_len: int) -> di
 
 
 class NtkAtStart(L.Callback):
-    """Measures the NTK split once, at the start of the first training stage whose backbone
-    trains, with the model and head as that stage starts (LP-FT: the probed head).
+    """Measures the NTK split once, at the start of the first training phase whose backbone
+    trains, with the model and head as that phase starts (LP-FT: the linear probe's head).
 
     A method whose backbone never trains (lp) is measured after fitting instead (`measure`, from
     `rows`): F is 0 either way. The rows ride in every checkpoint, so a resumed job neither
@@ -106,24 +107,27 @@ class NtkAtStart(L.Callback):
 
 
 def ntk_trace(run: C.TrainConfig, task: TaskData, tokenizer, max_len: int) -> NtkTrace:
-    """The NTK trace of a ladder job: probe points the first `eval.ntk_size` in-domain test
+    """The NTK trace of a ladder job: trace points the first `eval.ntk_size` in-domain test
     examples, prompted as training prompts them (right-padded, [n, 2, L]); f the head's logits,
     or without a head the label-word logits the scorer reads (first sub-tokens in the forms of
     `eval.label_scoring`; first_token's for next_word and constrained)."""
-    examples, scored = probe_examples(task, run.eval.ntk_size)
+    examples, scored = fixed_examples(task, run.eval.ntk_size)
     rows = [encode_prompt(tokenizer, scored.prompt(e, run.prompt.train), max_len) for e in examples]
     batch = collate(rows, tokenizer.pad_token_id)
-    probes = {"ntk_change": torch.stack([batch["input_ids"], batch["attention_mask"]], dim=1)}
+    points = {"ntk_change": torch.stack([batch["input_ids"], batch["attention_mask"]], dim=1)}
     if run.method.spec.head:
-        return NtkTrace(probes, lambda module: HeadLogits(module.model, module.head), steps=run.eval.ntk_steps)
+        return NtkTrace(points, lambda module: HeadLogits(module.model, module.head), steps=run.eval.ntk_steps)
     forms = FORMS.get(str(run.eval.label_scoring), FORMS["first_token"])
     ids = label_token_ids(tokenizer, list(scored.cfg.label_words), forms)
-    return NtkTrace(probes, lambda module: LabelLogits(module.model, ids), steps=run.eval.ntk_steps)
+    return NtkTrace(points, lambda module: LabelLogits(module.model, ids), steps=run.eval.ntk_steps)
 
 
-def callbacks(run: C.TrainConfig, task: TaskData, tokenizer, model) -> list[L.Callback]:
+def callbacks(run: C.TrainConfig, task: TaskData, tokenizer, model, base=None) -> list[L.Callback]:
     """The training callbacks the asked-for diagnostics need: `NtkAtStart` for `ntk`, `NtkTrace`
-    for `ntk_change`."""
+    for `ntk_change` (the toy's with `base`, the checkpoint, whose frozen kernel predicts too)."""
+    if task.cfg.kind == C.TaskKind.regression:  # the toy: f is the MLP itself, on its sets' first points
+        points = {name: x[:TRACE_POINTS] for name, x in regression.points(task).items()}
+        return [NtkTrace(points, base=base, steps=run.eval.ntk_steps)] if wants(run, Diagnostic.ntk_change) else []
     max_len, out = model.config.max_position_embeddings, []
     if wants(run, Diagnostic.ntk_change):
         out.append(ntk_trace(run, task, tokenizer, max_len))
@@ -137,15 +141,17 @@ def callbacks(run: C.TrainConfig, task: TaskData, tokenizer, model) -> list[L.Ca
 
 def rows(run: C.TrainConfig, task: TaskData, tokenizer, base, fitted, measured: list[L.Callback]) -> list[dict]:
     """Every diagnostic row of a finished fit (`ftdyn.methods.Fitted`): the features', the NTK
-    split's (measured now where no stage trained the backbone) and the NTK trace's."""
+    split's (measured now where no phase trained the backbone) and the NTK trace's."""
     out = []
     for cb in measured:
         if isinstance(cb, NtkAtStart):
             if not cb.rows:
                 cb.measure(fitted.model, fitted.head)
             out += cb.rows
-        if isinstance(cb, NtkTrace):
-            out += [result_row(name, None, "after", None, metric, value) for name, metric, value in cb.measures()]
+        if isinstance(cb, NtkTrace):  # per set of points: the toy's sets keep their split kind
+            kinds = {es.name: es.split_kind for es in task.eval_sets}
+            out += [result_row(name, kinds.get(name), "after", None, metric, value)
+                    for name, metric, value in cb.measures()]
     if wants(run, Diagnostic.features):
         out += feature_rows(run, task, tokenizer, base, fitted.model)
     return out

@@ -4,7 +4,7 @@ seed-methods.md §3.1-3.2).
 The model is f(x) = V phi(x) + b: phi the backbone's last-token feature (`last_token_features`),
 V, b the linear head. Three instruments:
 
-- feature change against the start checkpoint on a fixed probe set: the mean cosine similarity
+- feature change against the start checkpoint on a fixed set: the mean cosine similarity
   of phi_ft(x) with phi_0(x) and the mean norm of phi_ft(x) - phi_0(x);
 - Fisher's discriminant ratio of the features: between-class over within-class scatter, as
   traces, tr(S_B) / tr(S_W), a number that grows as the classes separate;
@@ -36,12 +36,12 @@ def last_features(model, tokenizer, prompts: Sequence[str], batch_size: int = 64
     reads it (left-padded batches, the prompt fitted to the context)."""
     model.eval()
     rows = per_prompt(model, tokenizer, prompts, batch_size,
-                      lambda b, _: last_token_features(model, **b).double().cpu(), room=0)
+                      lambda b, _: last_token_features(model, b).double().cpu(), room=0)
     return torch.stack(list(rows))
 
 
 def feature_change(before: Tensor, after: Tensor) -> dict[str, float]:
-    """Mean cosine similarity of each probe example's feature after with its feature before
+    """Mean cosine similarity of each fixed example's feature after with its feature before
     (`feature_cos`, 1: unchanged in direction) and mean norm of their difference (`feature_diff`,
     0: unchanged)."""
     cos = torch.nn.functional.cosine_similarity(after, before, dim=-1)
@@ -71,7 +71,7 @@ class _HeadOnBackbone(nn.Module):
         self.register_buffer("weight", weight.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        return last_token_features(self.model, x[:, 0], x[:, 1]) @ self.weight.T
+        return last_token_features(self.model, {"input_ids": x[:, 0], "attention_mask": x[:, 1]}) @ self.weight.T
 
 
 def _packed(batch: dict[str, Tensor]) -> Tensor:
@@ -83,14 +83,14 @@ def ntk_split(model, head: nn.Linear, batch: dict[str, Tensor]) -> tuple[Tensor,
     softmax(f(x_a)) ([n*C]) on a right-padded batch of training rows (`class_label`).
 
     F is over the backbone parameters that require grad now (every weight for FT, the adapters
-    for LoRA); with none (a probe stage) F is 0: only the head moves the function.
+    for LoRA); with none (a probe phase) F is 0: only the head moves the function.
     """
     was_training = model.training
     model.eval()
     weight = head.weight.detach()
     n, classes = batch["input_ids"].shape[0], weight.shape[0]
     with torch.no_grad():
-        phi = last_token_features(model, batch["input_ids"], batch["attention_mask"]).double()
+        phi = last_token_features(model, batch).double()
         logits = phi @ weight.double().T + head.bias.detach().double()
     delta = (torch.nn.functional.one_hot(batch["class_label"], classes).double() - logits.softmax(-1)).reshape(-1)
     pre = torch.kron(phi @ phi.T + 1, torch.eye(classes, dtype=torch.float64, device=phi.device))

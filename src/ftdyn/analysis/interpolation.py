@@ -1,7 +1,7 @@
 """Weight-space interpolation, WiSE-FT (seed-methods.md §6): theta_a = (1 - a) theta_0 + a theta_ft.
 
 After a run, each a of `eval.interpolate` gets the whole `after` evaluation (in-domain, out of
-domain, probe, forgetting) of the interpolated model: rows with stage `after` and a column
+domain, knowledge probe, forgetting) of the interpolated model: rows with stage `after` and a column
 `alpha`. Every state-dict entry is interpolated, as mlfoundations/wise-ft does; a = 0 gives
 theta_0 and a = 1 theta_ft bit for bit ((1 - 1) * x + 1 * y == y in floating point).
 

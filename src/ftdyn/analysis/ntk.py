@@ -5,7 +5,7 @@ with learning rate lr on a loss L(f(X)), theta' = theta - lr * J(X)^T dL/df, so 
 
     delta f(x) = J(x) (theta' - theta) = -lr * K(x, X) @ dL/df(X).
 
-That is the poster's "the NTK predicts forgetting" (seed 000): a probe point drifts in proportion
+That is the poster's "the NTK predicts forgetting" (seed 000): a point drifts in proportion
 to its kernel with the points being fitted. `params` restricts the kernel to named parameters
 (the backbone alone for the LP-FT split of Tomihari & Sato, seed 004).
 
@@ -100,7 +100,7 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor, params: ParamSelect 
 
 def gram(j1: Tensor, j2: Tensor, scalar: bool) -> Tensor:
     """The kernel from two Jacobians [n1, k, P] and [n2, k, P] (`jacobian`): reuse one side's
-    Jacobian across many kernels, as a trace over training steps does for its fixed probes."""
+    Jacobian across many kernels, as a trace over training steps does for its fixed points."""
     kernel = torch.einsum("aip,bjp->abij", j1, j2)
     return kernel[:, :, 0, 0] if scalar else kernel
 
@@ -139,10 +139,10 @@ def function_change(model: nn.Module, x: Tensor, direction: dict[str, Tensor]) -
 
 
 def predicted_change(kernel: Tensor, grad_out: Tensor, lr: float) -> Tensor:
-    """The linearised change of f on probe points after one SGD step: -lr * K(probe, X) @ dL/df(X).
+    """The linearised change of f on trace points after one SGD step: -lr * K(x, X) @ dL/df(X).
 
     Args:
-        kernel: K(probe, X) from `empirical_ntk`, [m, n] or [m, n, k, k].
+        kernel: K(x, X) from `empirical_ntk`, [m, n] or [m, n, k, k].
         grad_out: dL/df at the training points X, [n] or [n, k] (for a mean loss this carries the
             1/n).
         lr: the SGD learning rate (plain SGD: for Adam the step is not a kernel step).

@@ -1,22 +1,22 @@
 """The NTK's prediction of forgetting, step by step, beside what happened (the poster's claim).
 
-Before a traced optimiser step the callback computes, on fixed probe points, the linearised
+Before a traced optimiser step the callback computes, on fixed trace points, the linearised
 change that step should make: delta f(x) = -lr * K(x, B) @ dL/df(B) over the step's batch B.
 It never forms the kernel: K(x, B) @ dL/df(B) = J(x) @ grad_theta L(B), so one backward pass
 (the loss's gradient, through the module's own loss, `loss_parts`) and one forward-mode pass on
-the probes (`ftdyn.analysis.ntk.function_change`) give it, at any width. After the step it
+the points (`ftdyn.analysis.ntk.function_change`) give it, at any width. After the step it
 records the actual change. The prediction is split into the task rows' push and the replay rows'
 pull, the poster's account of why replay keeps X2: the replay term cancels the fine-tuning term.
 
 What f is: the toy MLP's output; a head method's head logits on the last-token feature (C
 outputs, `HeadLogits`); an LM method's label-word logits as the scorer reads them
 (`LabelLogits`). On a ladder model a replay row's loss is the LM loss on its text, so its pull is
-J_f(x) J_LM(B)^T dL/dlogits(B): the kernel between the probes' f and the replay rows' LM logits.
+J_f(x) J_LM(B)^T dL/dlogits(B): the kernel between the points' f and the replay rows' LM logits.
 The toy also predicts with the kernel frozen at the checkpoint (the lazy, NTK-regime prediction).
 
 The kernel step is exact to first order for plain SGD (`optim=sgd`); under Adam(W) the update is
 not a kernel step, and only the correlations say much: how far the kernel still orders the
-changes. Rows (stage=after, per probe set), see `NtkTrace.measures`.
+changes. Rows (stage=after, per set of points), see `NtkTrace.measures`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def every_parameter(name: str) -> bool:
     return True
 
 
-NTK_PROBES = 64  #: the toy's probe points per evaluation set
+TRACE_POINTS = 64  #: the toy's trace points per evaluation set
 
 
 class HeadLogits(nn.Module):
@@ -51,7 +51,7 @@ class HeadLogits(nn.Module):
         self.model, self.head = model, head
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(last_token_features(self.model, x[:, 0], x[:, 1]))
+        return self.head(last_token_features(self.model, {"input_ids": x[:, 0], "attention_mask": x[:, 1]}))
 
 
 class LabelLogits(nn.Module):
@@ -64,7 +64,8 @@ class LabelLogits(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # the LM head on the last real token's final hidden state: no [n, L, vocab] logits
-        at_last = self.model.get_output_embeddings()(last_token_features(self.model, x[:, 0], x[:, 1]))
+        features = last_token_features(self.model, {"input_ids": x[:, 0], "attention_mask": x[:, 1]})
+        at_last = self.model.get_output_embeddings()(features)
         return torch.stack([at_last[:, ids].logsumexp(-1) for ids in self.label_ids], dim=-1)
 
 
@@ -74,7 +75,7 @@ def module_model(module: L.LightningModule) -> nn.Module:
 
 
 class NtkTrace(L.Callback):
-    """Predicted and actual change of every probe point over the first `steps` optimiser steps.
+    """Predicted and actual change of every trace point over the first `steps` optimiser steps.
 
     The Lightning module must have `loss_parts(batch)`: the training loss as named parts that sum
     to it (`task`, and `replay` where the batch has replay rows). `function(module)` is the f
@@ -82,11 +83,11 @@ class NtkTrace(L.Callback):
     also has `output_grad`) the kernel frozen at the checkpoint predicts too.
     """
 
-    def __init__(self, probes: dict[str, Tensor], function: Callable[[L.LightningModule], nn.Module] = module_model,
+    def __init__(self, points: dict[str, Tensor], function: Callable[[L.LightningModule], nn.Module] = module_model,
                  base: nn.Module | None = None, steps: int = 0):
-        self.names = list(probes)
-        self.sizes = [len(x) for x in probes.values()]
-        self.x = torch.cat(list(probes.values()))
+        self.names = list(points)
+        self.sizes = [len(x) for x in points.values()]
+        self.x = torch.cat(list(points.values()))
         self.function, self.base, self.steps = function, base, steps
         self.parts: dict[str, list[Tensor]] = {"pred": [], "pred_replay": [], "actual": []}
         if base is not None:
@@ -103,7 +104,7 @@ class NtkTrace(L.Callback):
         self.x = self.x.to(module.device)
         module.eval()  # no dropout: the function, not a random draw of it
         push = {name: -lr * function_change(f, self.x, gradient(f, loss))
-                for name, loss in module.loss_parts(batch).items()}  # each part's own push on the probes
+                for name, loss in module.loss_parts(batch).items()}  # each part's own push on the points
         self.parts["pred"].append(sum(push.values()).detach())
         self.parts["pred_replay"].append(push.get("replay", torch.zeros_like(self.parts["pred"][-1])).detach())
         if self.base is not None:
@@ -136,7 +137,7 @@ class NtkTrace(L.Callback):
         self.parts = {k: list(v) for k, v in state["parts"].items()}
 
     def measures(self) -> list[tuple[str, str, float]]:
-        """(probe set, metric, value) over the traced steps; "change" is summed over the steps and
+        """(set of points, metric, value) over the traced steps; "change" is summed over the steps and
         averaged over the set's points (and f's outputs):
 
         - `ntk_corr`: Pearson correlation, over every (step, point, output), of the predicted and

@@ -44,8 +44,8 @@ def run_ftdyn(model, rows, batch: int, steps: int, overrides: list[str], device:
     from ftdyn.config.choices import Trains
     from ftdyn.config.compose import compose_config
     from ftdyn.data.batches import TrainDataModule
-    from ftdyn.methods.fit import _fit_stage
-    from ftdyn.methods.plan import Stage
+    from ftdyn.methods.fit import fit_phase
+    from ftdyn.methods.plan import Phase
 
     accelerator = "gpu" if device == "cuda" else "cpu"
     run = C.to_typed(compose_config(["model=micro", f"method.batch_size={batch}", f"method.max_steps={steps}",
@@ -54,7 +54,7 @@ def run_ftdyn(model, rows, batch: int, steps: int, overrides: list[str], device:
     t = run.trainer
     data = TrainDataModule(rows, batch, pad_id=0, seed=0, packing=t.packing, pack_width=t.pack_width,
                            bucket_by_length=t.bucket_by_length)
-    _fit_stage(model, None, data, Stage("ft", Trains.all, run.method.lr, 1), run, work, [_LightningClock(clock)])
+    fit_phase(model, None, data, Phase("ft", Trains.all, run.method.lr, 1), run, work, [_LightningClock(clock)])
 
 
 def run_trainer(model, rows, batch: int, steps: int, device: str, precision: str, clock: StepClock,

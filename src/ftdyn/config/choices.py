@@ -1,5 +1,8 @@
 """The closed choices of ftdyn's configs, as Enums OmegaConf checks at composition, and the method
-table: for each method, its stages, what each stage trains, and whether it has a head."""
+table: for each method, its phases, what each phase trains, and whether it has a head.
+
+A method's *phases* (probe, ft, lora) are the steps of its training; a result row's *stage*
+(before, after, step_N, run) says when a measurement was taken. The two words never mix."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ class Method(enum.StrEnum):
 
 
 class Trains(enum.StrEnum):
-    """What a stage of a method trains."""
+    """What a phase of a method trains."""
 
     all = "all"  #: every weight of the model (and the head, if any)
     lora = "lora"  #: LoRA adapters (peft) and the head, if any
@@ -28,41 +31,41 @@ class Trains(enum.StrEnum):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One row of the method table: the stages in order, as (stage name, what it trains), and
+    """One row of the method table: the phases in order, as (phase name, what it trains), and
     whether task rows are scored by a classification head on the last-token feature."""
 
-    stages: tuple[tuple[str, Trains], ...]
+    phases: tuple[tuple[str, Trains], ...]
     head: bool = False
 
     @property
     def lora(self) -> bool:
-        return any(trains == Trains.lora for _, trains in self.stages)
+        return any(trains == Trains.lora for _, trains in self.phases)
 
     @property
-    def probe(self) -> bool:
-        """Whether a stage fits the head alone first (its fields: `PROBE_FIELDS`)."""
-        return any(trains == Trains.head for _, trains in self.stages)
+    def linear_probe(self) -> bool:
+        """Whether a linear-probe phase fits the head alone first (its fields: `PROBE_FIELDS`)."""
+        return any(trains == Trains.head for _, trains in self.phases)
 
 
-PROBE = ("probe", Trains.head)  #: lp, lpft, lplora: first fit a linear head on the frozen features
+LINEAR_PROBE = ("probe", Trains.head)  #: lp, lpft, lplora: first fit a linear head on the frozen features
 
 #: The method table: a new method is one row here (and a `conf/method/<name>.yaml`). `head=True`
 #: is the one place that says a method scores its task through a linear head on the last-token
-#: feature (trained, evaluated and diagnosed as such); without a probe stage the head starts fresh.
+#: feature (trained, evaluated and diagnosed as such); without a linear-probe phase the head starts fresh.
 METHOD_TABLE: dict[Method, MethodSpec] = {
     Method.base: MethodSpec(()),  # evaluation only
     Method.sft: MethodSpec((("ft", Trains.all),)),  # through the LM's label words (Amuro & Char)
     Method.lora: MethodSpec((("lora", Trains.lora),)),
-    Method.lp: MethodSpec((PROBE,), head=True),
+    Method.lp: MethodSpec((LINEAR_PROBE,), head=True),
     Method.ft: MethodSpec((("ft", Trains.all),), head=True),  # FT baseline of Kumar et al. 2022, Tomihari & Sato 2024
-    Method.lpft: MethodSpec((PROBE, ("ft", Trains.all)), head=True),  # Kumar et al. 2022
+    Method.lpft: MethodSpec((LINEAR_PROBE, ("ft", Trains.all)), head=True),  # Kumar et al. 2022
     Method.lorahead: MethodSpec((("lora", Trains.lora),), head=True),  # LoRA baseline of Tomihari & Sato 2024
-    Method.lplora: MethodSpec((PROBE, ("lora", Trains.lora)), head=True),  # Tomihari & Sato 2024
+    Method.lplora: MethodSpec((LINEAR_PROBE, ("lora", Trains.lora)), head=True),  # Tomihari & Sato 2024
 }
 HEAD_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.head)
 LORA_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.lora)
 LORA_FIELDS = ("rank", "alpha", "dropout", "targets", "rslora")  #: method fields only LoRA methods read
-PROBE_FIELDS = ("probe_c", "probe_tol", "probe_max_iter")  #: method fields only methods with a probe stage read
+PROBE_FIELDS = ("probe_c", "probe_tol", "probe_max_iter")  #: method fields only methods with a linear-probe phase read
 
 
 class Diagnostic(enum.StrEnum):
@@ -130,7 +133,7 @@ class Keep(enum.StrEnum):
     """Checkpoints a done job keeps."""
 
     none = "none"
-    last = "last"  #: the final stage's end.ckpt: the fine-tuned weights
+    last = "last"  #: the final phase's end.ckpt: the fine-tuned weights
     all = "all"
 
 

@@ -25,7 +25,7 @@ def run_spec(cfg: TrainConfig) -> dict[str, object]:
     and the method fields the method never reads (`method.rank` of sft) are left out."""
     method = cfg.method.spec
     unused = {f"method.{k}" for k in ((() if method.lora else choices.LORA_FIELDS)
-                                      + (() if method.probe else choices.PROBE_FIELDS))}
+                                      + (() if method.linear_probe else choices.PROBE_FIELDS))}
     unused.add("model.lora_targets")  # what LoRA adapts enters as method.targets, resolved
     spec = {key: settings.json_safe(value) for key, _, value in settings.leaves(cfg)
             if key not in unused and not settings.is_launch(cfg, key)}

@@ -211,7 +211,7 @@ class TaskConfig:
     train_size: int = setting(2000, ge=1)
     eval_size: int = setting(300, ge=1)  #: examples per evaluation set
     eval_sets: dict[str, SplitKind] = field(default_factory=dict)  #: split name -> split_kind
-    eval_only: bool = False  #: a probe: never trained on
+    eval_only: bool = False  #: evaluation only, never trained on (the knowledge probe, syn_probe)
     max_new_tokens: int = setting(60, ge=1)  #: generation length for kind=generation
     data: dict[str, HubSetConfig] = field(default_factory=dict)  #: source=hub: train, validation, each eval set
     subsample_seed: int = setting(42, ge=0)  #: source=hub: train = shuffle(seed).select(range(train_size))
@@ -240,11 +240,11 @@ class TaskConfig:
 
 @dataclass
 class MethodConfig:
-    """How the model is adapted: which stages run (`METHOD_TABLE`) and their settings.
+    """How the model is adapted: which phases run (`METHOD_TABLE`) and their settings.
 
     One training loop; methods differ in what trains. Head methods score their task through a
     linear head on the last-token feature: lp, lpft and lplora first fit it to convergence on
-    the frozen model's features (an L2 logistic regression, probe_*), ft and lorahead start it
+    the frozen model's features (an L2 logistic regression, the linear probe: probe_*), ft and lorahead start it
     fresh; lpft and ft then train everything, lplora and lorahead LoRA adapters, with the head.
     The training settings below are shared by every method, so a method comparison stays like
     for like unless a method file says otherwise.
@@ -254,7 +254,7 @@ class MethodConfig:
     lr: float = setting(5e-4, gt=0)
     epochs: int = setting(1, ge=1)
     batch_size: int = setting(8, ge=1)  #: Amuro & Char's batch
-    max_steps: int = setting(-1, ge=-1)  #: stop each stage after this many optimiser steps (-1: every epoch)
+    max_steps: int = setting(-1, ge=-1)  #: stop each phase after this many optimiser steps (-1: every epoch)
     rank: int = setting(8, ge=1)  #: LoRA rank r
     #: LoRA scale numerator: updates are scaled by alpha / r (alpha / sqrt(r) if rslora)
     alpha: float = setting(16.0, gt=0)
@@ -263,12 +263,12 @@ class MethodConfig:
     #: output), or null: the model's own (model.lora_targets)
     targets: Optional[list[str]] = None
     rslora: bool = False  #: rank-stabilised scaling (Kalajdzievski)
-    #: probe stage (lp / lpft / lplora): inverse L2 strength of scikit-learn's LogisticRegression,
+    #: linear-probe phase (lp / lpft / lplora): inverse L2 strength of scikit-learn's LogisticRegression,
     #: minimising probe_c * sum of per-example cross-entropy + 0.5 * ||W||^2 (bias not penalised)
     probe_c: float = setting(1.0, gt=0)
-    #: probe stage: L-BFGS stops once every gradient entry of that objective / (probe_c * n) is below this
+    #: linear-probe phase: L-BFGS stops once every gradient entry of that objective / (probe_c * n) is below this
     probe_tol: float = setting(1e-4, gt=0)
-    probe_max_iter: int = setting(5000, ge=1)  #: probe stage: L-BFGS iterations at most (Tomihari & Sato's 5000)
+    probe_max_iter: int = setting(5000, ge=1)  #: linear-probe phase: L-BFGS iterations at most (Tomihari & Sato's 5000)
 
     @property
     def spec(self) -> MethodSpec:
@@ -285,18 +285,18 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    """The optimiser and learning-rate schedule of every training stage, built with
+    """The optimiser and learning-rate schedule of every training phase, built with
     `hydra.utils.instantiate`. An option file's mapping merges into the default one.
 
-    The optimiser is called with the stage's trainable parameters and `lr` (method.lr); the
+    The optimiser is called with the phase's trainable parameters and `lr` (method.lr); the
     schedule with the optimiser, `num_warmup_steps` and `num_training_steps` (transformers'
-    schedule signature). A probe stage uses neither: it is fitted by L-BFGS (ftdyn.methods.linear_probe).
+    schedule signature). A linear-probe phase uses neither: it is fitted by L-BFGS (ftdyn.methods.linear_probe).
     """
 
     optimizer: dict[str, Any] = setting({"_target_": "torch.optim.AdamW", "_partial_": True, "weight_decay": 0.0})
     scheduler: dict[str, Any] = setting({"_target_": "transformers.get_linear_schedule_with_warmup",
                                          "_partial_": True})
-    warmup_ratio: float = setting(0.03, ge=0, lt=1)  #: warmup steps = ceil(ratio * a stage's steps)
+    warmup_ratio: float = setting(0.03, ge=0, lt=1)  #: warmup steps = ceil(ratio * a phase's steps)
 
     def problems(self) -> list[str]:
         out = []
@@ -366,12 +366,12 @@ class EvalConfig:
     cut_at_newline: bool = False
     #: inside-the-run diagnostics (docs/diagnostics.md), any of head_norm (classifier norm at every
     #: in-loop step), features (feature change against the start, Fisher ratio), ntk (NTK split, FT ratio),
-    #: ntk_change (each traced step's change of f on probe points as the NTK predicts it, beside the actual one:
+    #: ntk_change (each traced step's change of f on trace points as the NTK predicts it, beside the actual one:
     #: the toy, and ladder classification; ftdyn.analysis.ntk_trace)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     diagnostic_size: int = setting(64, ge=2)  #: features: the first N examples of the in-domain test set
     #: ntk: the first N training examples (an N*C x N*C kernel); ntk_change on a ladder model: the
-    #: first N examples of the in-domain test set are its probe points (the toy: 64 per set)
+    #: first N examples of the in-domain test set are its trace points (the toy: 64 per set)
     ntk_size: int = setting(16, ge=1)
     ntk_steps: int = setting(32, ge=0)  #: ntk_change: trace the first N optimiser steps (0: every step)
     #: WiSE-FT: also evaluate (1 - a) * theta_0 + a * theta_ft for each a here (stage=after rows with an `alpha`)
@@ -392,7 +392,7 @@ class EvalConfig:
         return out
 
 
-#: Trainer arguments ftdyn sets itself, per stage; `trainer.extra` may not name them
+#: Trainer arguments ftdyn sets itself, per phase; `trainer.extra` may not name them
 OWNED_TRAINER_ARGS = ("max_epochs", "max_steps", "logger", "callbacks", "strategy", "num_nodes", "plugins",
                       "use_distributed_sampler", "enable_checkpointing", "enable_model_summary")
 
@@ -412,7 +412,7 @@ class TrainerConfig:
     #: torch CPU threads per job (0: torch's default). Tiny models are bound by per-op overhead,
     #: so two 1-thread jobs side by side (hydra/launcher=pairs) train twice as fast.
     threads: int = setting(0, launch=True, ge=0)
-    #: save checkpoints/<stage>/last.ckpt this often, to resume a killed job (0: never)
+    #: save checkpoints/<phase>/last.ckpt this often, to resume a killed job (0: never)
     checkpoint_every_n_steps: int = setting(100, launch=True, ge=0)
     keep: Keep = setting(Keep.none, launch=True)  #: checkpoints a done job keeps: none | last (the final weights) | all
     strategy: Strategy = Strategy.auto  #: Lightning strategy: auto (one process), ddp or fsdp (one process per device)
@@ -433,7 +433,7 @@ class TrainerConfig:
                                                           "enable_progress_bar")
 
     def lightning_args(self) -> dict[str, Any]:
-        """Arguments of `lightning.Trainer` from this config (ftdyn adds the per-stage ones)."""
+        """Arguments of `lightning.Trainer` from this config (ftdyn adds the per-phase ones)."""
         return {**{name: getattr(self, name) for name in self.LIGHTNING_FIELDS}, **self.extra}
 
     def problems(self) -> list[str]:
@@ -459,8 +459,8 @@ class TrainerConfig:
 class LoggerConfig:
     """Where training curves go, as `_target_` leaves built with `hydra.utils.instantiate`.
 
-    `csv` (always): a Lightning logger, called per stage with `save_dir` (the job directory),
-    `name` and `version` (the stage), so curves land in `<job>/<stage>/metrics.csv`.
+    `csv` (always): a Lightning logger, called per phase with `save_dir` (the job directory),
+    `name` and `version` (the phase), so curves land in `<job>/<phase>/metrics.csv`.
     `wandb` (logger=wandb; null: no W&B): `wandb.init`'s arguments for the job's run
     (ftdyn.launch.wandb_runs adds id, resume, name, job_type, config and the automatic tags; a null
     `group` becomes the sweep's name, a null `mode` offline unless an API key is set).

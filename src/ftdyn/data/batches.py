@@ -1,5 +1,7 @@
-"""Batches for training: collation, the replay plan, resumable batch samplers, streamed replay
-rows, and the LightningDataModule that feeds every training stage (and the ladder build).
+"""Batches for training: collation (one function per kind of batch: padded token rows `collate`,
+packed token rows `ftdyn.data.packing.collate_packed`, number rows `collate_numbers`), the replay
+plan, resumable batch samplers, streamed replay rows, and the LightningDataModules that feed every
+training phase and every pre-training (`TrainDataModule`, `NumberData`).
 
 Replay (rate rho in [0, 1)) mixes pre-training text into fine-tuning: a fraction rho of every
 training batch is packed LM rows (every token labelled), the rest task examples. Rows carry a
@@ -44,6 +46,12 @@ def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     if any("class_label" in r for r in rows):
         batch["class_label"] = torch.tensor([r.get("class_label", IGNORE) for r in rows], dtype=torch.long)
     return batch
+
+
+def collate_numbers(rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """A batch of number rows (`{"x", "y"}`, the two-Gaussians toy's): inputs, targets, `is_replay`."""
+    return {"x": torch.tensor([r["x"] for r in rows]), "y": torch.tensor([r["y"] for r in rows]),
+            "is_replay": torch.tensor([bool(r.get("replay", False)) for r in rows])}
 
 
 class ReplayPlan(Sequence[tuple[int, int]]):
@@ -418,3 +426,15 @@ class TrainDataModule(L.LightningDataModule):
         if self.packing:
             return collate_packed(rows, self.pad_id, self.pack_width)
         return collate(rows, self.pad_id)
+
+
+class NumberData(TrainDataModule):
+    """`TrainDataModule`'s batching (seeded shuffling, `ReplayPlan`, resumable) over number rows
+    (`collate_numbers`): the two-Gaussians toy's pre-training and fine-tuning."""
+
+    def __init__(self, rows: list[dict], batch_size: int, seed: int = 0, *,
+                 replay_rows: Iterable[dict] | None = None, replay_rate: float = 0.0):
+        super().__init__(rows, batch_size, pad_id=0, seed=seed, replay_rows=replay_rows, replay_rate=replay_rate)
+
+    def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        return collate_numbers(rows)

@@ -94,10 +94,3 @@ def packed_forward(model, part: dict, **kwargs):
     transformers build per-document attention from the restarting `position_ids` (with the
     default `use_cache=True` a cache is made and the examples would attend to each other)."""
     return model(input_ids=part["input_ids"], position_ids=part["position_ids"], use_cache=False, **kwargs)
-
-
-def packed_last_features(model, part: dict) -> torch.Tensor:
-    """The final layer's hidden state (after the last norm) at each example's last token, in
-    input order: what `ftdyn.models.heads.last_token_features` reads from a padded batch."""
-    hidden = packed_forward(model, part, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    return hidden[part["last"][:, 0], part["last"][:, 1]]

@@ -100,7 +100,7 @@ def check_ranks(trainer: C.TrainerConfig, multirun: bool) -> None:
 
 
 def trainer_kwargs(trainer: C.TrainerConfig) -> dict:
-    """Strategy and cluster plugins of a stage's Lightning Trainer."""
+    """Strategy and cluster plugins of a phase's Lightning Trainer."""
     kwargs = {"strategy": trainer.strategy, "num_nodes": trainer.num_nodes}
     if trainer.strategy == "fsdp":  # FSDP2, applied by the module itself (ftdyn.methods.sharding)
         kwargs["strategy"] = ModelParallelStrategy(data_parallel_size=trainer.world_size, tensor_parallel_size=1,

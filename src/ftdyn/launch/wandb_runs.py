@@ -3,8 +3,8 @@
 The run is opened by `job_run` around the whole job (rank 0 only) and always finished when the
 job ends, also on failure, so the next job of a multirun never logs into it. It carries the
 resolved config, `group` = the sweep's name, `job_type` = the method, and tags for task,
-checkpoint step and model. Each training stage logs its curves through Lightning's
-`WandbLogger` attached to that run (`stage_loggers`, metrics prefixed by the stage). At the end
+checkpoint step and model. Each training phase logs its curves through Lightning's
+`WandbLogger` attached to that run (`phase_loggers`, metrics prefixed by the method's phase). At the end
 `log_results` puts every result row in the run's summary (`stage/eval_set/metric`) and in a
 `results` table.
 
@@ -104,16 +104,16 @@ def job_run(run: C.TrainConfig, key: str, job_dir: Path):
         wb.finish(exit_code=exit_code)
 
 
-def stage_loggers(run: C.TrainConfig, job_dir: Path, stage: str) -> list[Logger]:
-    """A stage's Lightning loggers: `logger.csv` (metrics.csv in `<job>/<stage>/`), and the job's W&B
+def phase_loggers(run: C.TrainConfig, job_dir: Path, phase: str) -> list[Logger]:
+    """A phase's Lightning loggers: `logger.csv` (metrics.csv in `<job>/<phase>/`), and the job's W&B
     run if one is open."""
-    loggers: list[Logger] = [instantiate(run.logger.csv)(save_dir=job_dir, name="", version=stage)]
+    loggers: list[Logger] = [instantiate(run.logger.csv)(save_dir=job_dir, name="", version=phase)]
     if run.logger.wandb is not None and cluster.is_rank_zero():
         import wandb
         from lightning.pytorch.loggers import WandbLogger
 
         if wandb.run is not None:
-            loggers.append(WandbLogger(experiment=wandb.run, prefix=stage))
+            loggers.append(WandbLogger(experiment=wandb.run, prefix=phase))
     return loggers
 
 

@@ -1,2 +1,2 @@
-"""Fine-tuning methods: plans of stages (`plan`), one training loop (`module`, `fit`), the linear
-probe (`linear_probe`), stage checkpoints (`checkpoints`) and sharded training (`sharding`)."""
+"""Fine-tuning methods: plans of phases (`plan`), one training loop (`module`, `fit`), the linear
+probe (`linear_probe`), phase checkpoints (`checkpoints`) and sharded training (`sharding`)."""

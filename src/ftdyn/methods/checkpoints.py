@@ -1,13 +1,13 @@
-"""Training checkpoints of a job's method stages, so a killed job resumes where it stopped.
+"""Training checkpoints of a job's method phases, so a killed job resumes where it stopped.
 
-Under the job directory, per stage of the method (`ftdyn.methods.plan`):
+Under the job directory, per phase of the method (`ftdyn.methods.plan`):
 
-    checkpoints/<stage>/last.ckpt   every `trainer.checkpoint_every_n_steps` optimiser steps
+    checkpoints/<phase>/last.ckpt   every `trainer.checkpoint_every_n_steps` optimiser steps
                                     (Lightning's ModelCheckpoint): weights, optimizer, LR
                                     schedule, loop progress, callback state (in-loop rows)
-    checkpoints/<stage>/end.ckpt    written, atomically, when the stage has finished
+    checkpoints/<phase>/end.ckpt    written, atomically, when the phase has finished
 
-A re-run job restores a finished stage from `end.ckpt` without training it (an LP-FT job
+A re-run job restores a finished phase from `end.ckpt` without training it (an LP-FT job
 killed during ft keeps its probed head), and resumes an unfinished one from `last.ckpt` through
 `trainer.fit(ckpt_path=...)`. Batches continue where they stopped because the training data
 starts at the restored step (`ftdyn.data.batches.ResumableBatches`). `prune` applies the
@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 
 
-class StageCheckpoints:
-    """Where one stage of a job saves and finds its checkpoints; off when `every_n_steps` is 0."""
+class PhaseCheckpoints:
+    """Where one phase of a job saves and finds its checkpoints; off when `every_n_steps` is 0."""
 
-    def __init__(self, job_dir: Path, stage: str, every_n_steps: int):
-        self.dir = job_dir / CHECKPOINTS / stage
+    def __init__(self, job_dir: Path, phase: str, every_n_steps: int):
+        self.dir = job_dir / CHECKPOINTS / phase
         self.every = every_n_steps
         self.last, self.end = self.dir / "last.ckpt", self.dir / "end.ckpt"
 
@@ -52,17 +52,17 @@ class StageCheckpoints:
 
     def resume_path(self) -> Path | None:
         """`last.ckpt` if there is a readable one. A file cut short by a kill during its write is
-        not a zip archive; it is set aside and the stage starts over rather than failing the job."""
+        not a zip archive; it is set aside and the phase starts over rather than failing the job."""
         if self.every <= 0 or not self.last.exists():
             return None
         if not zipfile.is_zipfile(self.last):
-            log.warning("unreadable checkpoint %s (cut short?): moved aside, stage starts from step 0", self.last)
+            log.warning("unreadable checkpoint %s (cut short?): moved aside, phase starts from step 0", self.last)
             os.replace(self.last, self.last.with_suffix(".ckpt.corrupt"))
             return None
         return self.last
 
     def finish(self, trainer: L.Trainer) -> None:
-        """Record the finished stage (weights, head, callback state) and drop its step checkpoint."""
+        """Record the finished phase (weights, head, callback state) and drop its step checkpoint."""
         if self.every <= 0:
             return
         tmp = self.dir / ".end.ckpt.tmp"
@@ -72,7 +72,7 @@ class StageCheckpoints:
             self.last.unlink(missing_ok=True)
 
     def restore_finished(self, module: L.LightningModule, callbacks: list[L.Callback]) -> int:
-        """Load a finished stage into `module` and `callbacks`; return the stage's optimiser steps."""
+        """Load a finished phase into `module` and `callbacks`; return the phase's optimiser steps."""
         ckpt = torch.load(self.end, map_location="cpu", weights_only=False)
         module.on_load_checkpoint(ckpt)  # first: it puts back the frozen weights a checkpoint leaves out
         module.load_state_dict(ckpt["state_dict"])
@@ -80,7 +80,7 @@ class StageCheckpoints:
         for callback in callbacks:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
-        log.info("stage %s already finished (%d steps): restored from %s", self.dir.name, ckpt["global_step"],
+        log.info("phase %s already finished (%d steps): restored from %s", self.dir.name, ckpt["global_step"],
                  self.end)
         return ckpt["global_step"]
 
@@ -94,8 +94,8 @@ class JobClock(L.Callback):
     only subtracts two readings of its own. So the default is `time.monotonic`, which no
     wall-clock adjustment (NTP, a requeue on a node whose clock differs) can move backwards or
     forwards mid-job; `time.time` would add any such jump to `wall_s`. Loading a state replaces
-    the earlier processes' seconds, it never adds to them: a job restores a finished stage's
-    `end.ckpt` and then the next stage's `last.ckpt`, and the later one already includes the
+    the earlier processes' seconds, it never adds to them: a job restores a finished phase's
+    `end.ckpt` and then the next phase's `last.ckpt`, and the later one already includes the
     first. Tests pass a fake `clock` to check this arithmetic exactly.
     """
 
@@ -120,7 +120,7 @@ class JobClock(L.Callback):
 
 def prune(job_dir: Path, keep: str, last_stage: str | None) -> None:
     """Apply the keep policy to a done job: `none` deletes every checkpoint, `last` keeps the
-    final stage's `end.ckpt` (the weights it trained: a LoRA stage's adapters and head, not the
+    final phase's `end.ckpt` (the weights it trained: a LoRA phase's adapters and head, not the
     frozen base, `CausalLMModule.on_save_checkpoint`), `all` keeps everything."""
     root = job_dir / CHECKPOINTS
     if keep == "all" or not root.exists():

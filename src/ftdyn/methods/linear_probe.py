@@ -1,4 +1,4 @@
-"""The probe stage of lp, lpft and lplora: a converged L2 logistic regression on frozen features.
+"""The linear probe: the probe phase of lp, lpft and lplora, a converged L2 logistic regression on frozen features.
 
 The sources fit their linear probe with scikit-learn to convergence (Tomihari & Sato:
 `LogisticRegressionCV`, L2, multinomial, tol 1e-4, max_iter 5000). ftdyn fits the objective of
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ftdyn import config as C
 from ftdyn.data.batches import collate
 from ftdyn.launch import cluster
-from ftdyn.methods.checkpoints import StageCheckpoints
+from ftdyn.methods.checkpoints import PhaseCheckpoints
 from ftdyn.models.heads import ClassifierHead, last_token_features
 
 log = logging.getLogger(__name__)
@@ -98,20 +98,20 @@ def extract_features(model, rows: list[dict], pad_id: int, batch_size: int) -> t
     features = []
     for start in range(0, len(rows), batch_size):
         batch = collate(rows[start:start + batch_size], pad_id)
-        features.append(last_token_features(model, batch["input_ids"].to(device),
-                                            batch["attention_mask"].to(device)).double().cpu())
+        features.append(last_token_features(model, {k: batch[k].to(device) for k in ("input_ids", "attention_mask")})
+                        .double().cpu())
     model.train(was_training)
     return torch.cat(features)
 
 
-def fit_probe(model, head: ClassifierHead, rows: list[dict], pad_id: int, run: C.TrainConfig,
+def fit_linear_probe(model, head: ClassifierHead, rows: list[dict], pad_id: int, run: C.TrainConfig,
               job_dir: Path) -> dict[str, float]:
     """Fit `head` on the frozen model's features of the task rows (or restore a finished fit); return its facts."""
-    checkpoints = StageCheckpoints(job_dir, "probe", run.trainer.checkpoint_every_n_steps)
+    checkpoints = PhaseCheckpoints(job_dir, "probe", run.trainer.checkpoint_every_n_steps)
     if checkpoints.finished():
         saved = torch.load(checkpoints.end, map_location="cpu", weights_only=True)
         head.load_state_dict({k.removeprefix("head."): v for k, v in saved["state_dict"].items()})
-        log.info("stage probe already finished: restored from %s", checkpoints.end)
+        log.info("phase probe already finished: restored from %s", checkpoints.end)
         return saved["facts"]
     features = extract_features(model, rows, pad_id, run.eval.batch_size)
     labels = torch.tensor([r["class_label"] for r in rows])
@@ -131,10 +131,10 @@ def fit_probe(model, head: ClassifierHead, rows: list[dict], pad_id: int, run: C
     return facts
 
 
-def _save(checkpoints: StageCheckpoints, head: ClassifierHead, facts: dict[str, float]) -> None:
-    """Write the finished probe atomically, as a finished training stage writes its end.ckpt."""
+def _save(checkpoints: PhaseCheckpoints, head: ClassifierHead, facts: dict[str, float]) -> None:
+    """Write the finished probe atomically, as a finished training phase writes its end.ckpt."""
     checkpoints.dir.mkdir(parents=True, exist_ok=True)
     tmp = checkpoints.dir / ".end.ckpt.tmp"
-    state = {f"head.{k}": v.detach().cpu() for k, v in head.state_dict().items()}  # as in a stage's end.ckpt
+    state = {f"head.{k}": v.detach().cpu() for k, v in head.state_dict().items()}  # as in a phase's end.ckpt
     torch.save({"state_dict": state, "facts": facts}, tmp)
     os.replace(tmp, checkpoints.end)

@@ -5,8 +5,8 @@ itself in `configure_model` (`shard`): each transformer block is its own FSDP2 u
 classes a transformers model names in `_no_split_modules`), then the classification head and
 the rest of the model. Every parameter is then a DTensor holding one rank's shard.
 
-Evaluation runs on rank 0 alone, and a later stage (lpft's ft after its probe) shards the model
-afresh, so after a stage the weights are made whole again (`unshard`): the full state dict is
+Evaluation runs on rank 0 alone, and a later phase (lpft's ft after its linear probe) shards the model
+afresh, so after a phase the weights are made whole again (`unshard`): the full state dict is
 gathered on every rank and poured into an unsharded copy of the module taken before training
 (`spare`), whose parameters sat on the meta device meanwhile and cost no memory.
 

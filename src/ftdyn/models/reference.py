@@ -8,8 +8,9 @@ much memory as the model, so a job holds its base the cheapest way its method al
 - `adapters_off` (lora, lorahead, lplora): the fine-tuned model itself with its LoRA adapters
   switched off (peft's `disable_adapter`). The base weights sit untouched under the adapters.
 - `same` (lp): only the head trains, so the backbone is the base.
-- `copy` (full fine-tuning measured along training, `eval.every_n_steps` > 0): a copy taken before
-  training, on the training device, which every in-loop measurement compares with.
+- `copy` (full fine-tuning measured along training, `eval.every_n_steps` > 0, or the toy's NTK
+  trace): a copy taken before training, on the training device, which every in-loop
+  measurement compares with.
 - `host_copy` (full fine-tuning on a GPU, no in-loop measurement): a copy kept in host memory
   while the model trains, moved to the GPU for the final measurements.
 - `reload` (full fine-tuning on the CPU, no in-loop measurement): no copy while training, when the
@@ -42,14 +43,21 @@ class Holding(enum.StrEnum):
 
 def holding(run: C.TrainConfig, device: torch.device) -> Holding:
     """How a job of `run` that evaluates on `device` holds its base (module docstring)."""
-    trains = {t for _, t in run.method.spec.stages}
+    trains = {t for _, t in run.method.spec.phases}
     if Trains.lora in trains:
         return Holding.adapters_off
     if Trains.all not in trains:
         return Holding.same
-    if run.eval.every_n_steps > 0:
+    if read_while_training(run):
         return Holding.copy
     return Holding.host_copy if device.type != "cpu" else Holding.reload
+
+
+def read_while_training(run: C.TrainConfig) -> bool:
+    """Whether something reads the base while the model trains: in-loop rows (`eval.every_n_steps`),
+    or the toy's NTK trace, whose frozen kernel is the checkpoint's (`eval.diagnostics=[ntk_change]`)."""
+    toy_trace = run.model.source == C.ModelSource.toy and C.Diagnostic.ntk_change in run.eval.diagnostics
+    return run.eval.every_n_steps > 0 or toy_trace
 
 
 class AdaptersOff(nn.Module):

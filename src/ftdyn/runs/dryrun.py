@@ -9,7 +9,7 @@ not the sweep directory, not the run store.
     python -m ftdyn.train -m ckpt=range task=syn_nli,syn_para +dry=true
 
 Cost: optimiser steps per job from the config (train examples, batch size, epochs, replay and
-max_steps, per method stage) and, where the run store holds done jobs of the same model,
+max_steps, per method phase) and, where the run store holds done jobs of the same model,
 their measured wall seconds per training step (evaluation included).
 """
 
@@ -32,7 +32,7 @@ from ftdyn import config as C
 from ftdyn.config import keys
 from ftdyn.config.choices import Trains
 from ftdyn.data.batches import ReplayPlan
-from ftdyn.methods.plan import plan, stage_steps
+from ftdyn.methods.plan import phase_steps, plan
 from ftdyn.runs import results, store
 
 
@@ -54,11 +54,11 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
 
 
 def planned_steps(run: C.TrainConfig) -> int:
-    """Optimiser steps of every stage of the job, as `ftdyn.methods.fit` will take them."""
+    """Optimiser steps of every phase of the job, as `ftdyn.methods.fit` will take them."""
     total = 0
-    for stage in plan(run.method):
-        replay = run.replay.rate if stage.trains != Trains.head else 0.0  # a probe stage trains without replay
-        total += stage_steps(stage, len(ReplayPlan(run.task.train_size, run.method.batch_size, replay)), run)
+    for phase in plan(run.method):
+        replay = run.replay.rate if phase.trains != Trains.head else 0.0  # a probe phase trains without replay
+        total += phase_steps(phase, len(ReplayPlan(run.task.train_size, run.method.batch_size, replay)), run)
     return total
 
 

@@ -30,6 +30,9 @@ def run_facts(cfg: C.TrainConfig, key: str, adapted: list[str] | None = None) ->
             "seed": cfg.seed}
 
 
+#: run facts that time the job (`wall_s`, each stage's evaluation): the only rows two runs of one job never share
+TIMINGS = ("wall_s", "eval_before_s", "eval_after_s")
+
 #: per-example lists a row may carry; they go to examples.jsonl, never to results.jsonl
 PER_EXAMPLE = ("scores", "confidences")
 

@@ -7,12 +7,12 @@ compute:
     ${FTDYN_OUT:-outputs}/jobs/<run_key>/
         lock                    held (fcntl) by the process running the job
         config.yaml             the resolved config
-        checkpoints/<stage>/    training checkpoints (ftdyn.methods.checkpoints), pruned per trainer.keep
-        <stage>/metrics.csv     training curves
+        checkpoints/<phase>/    training checkpoints (ftdyn.methods.checkpoints), pruned per trainer.keep
+        <phase>/metrics.csv     training curves
         results.jsonl, examples.jsonl, and last: done | failed.json
 
 Hydra's job directory gets `config.yaml` at the start and, at the end, copies of
-`results.jsonl`, `examples.jsonl`, `<stage>/metrics.csv` and `done` (or `failed.json`): what
+`results.jsonl`, `examples.jsonl`, `<phase>/metrics.csv` and `done` (or `failed.json`): what
 `ftdyn.report` reads.
 
 Two processes given the same job (two sweeps of one grid, or a requeue while the old process
@@ -158,7 +158,7 @@ def _mirror(store: Path, job_dir: Path) -> None:
     """Copy the store's outputs into Hydra's job dir, each through a temporary name, `done` last."""
     if store.resolve() == job_dir.resolve():
         return
-    for curve in store.glob("*/metrics.csv"):  # training curves, per stage
+    for curve in store.glob("*/metrics.csv"):  # training curves, per phase
         (job_dir / curve.parent.name).mkdir(exist_ok=True)
         shutil.copyfile(curve, job_dir / curve.parent.name / curve.name)
     for name in OUTPUTS:

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from omegaconf import OmegaConf
 
 from ftdyn import config as C
-from ftdyn.tasks import hub
+from ftdyn.tasks import gaussians, hub
 from ftdyn.tasks.prompts import Prompt, render, target
 from ftdyn.world.entities import World
 from ftdyn.world.tasks import example_key, generate
 
-SOURCES = ("tinyworld", "hub")  #: hub: real datasets by name (ftdyn.tasks.hub)
+SOURCES = ("tinyworld", "hub", "gaussians")  #: hub: real datasets by name (ftdyn.tasks.hub); gaussians: the toy
 
 
 @dataclasses.dataclass
@@ -71,10 +71,12 @@ def task_config(name: str) -> C.TaskConfig:
     return cfg
 
 
-def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
+def load(cfg: C.TaskConfig, world: World | None, seed: int = 0) -> TaskData:
     """Every split of a task; evaluation sets never repeat a train example."""
     if cfg.source not in SOURCES:
         raise KeyError(f"task {cfg.name}: task.source={cfg.source!r} is not available; allowed: {list(SOURCES)}")
+    if cfg.source == "gaussians":
+        return _gaussians(cfg, seed)
     if cfg.source == "hub":
         train, validation, sets = hub.load_splits(cfg)
         return TaskData(cfg, train, validation, [EvalSet(s, cfg.eval_sets[s], e, hub.fewshot_pool(cfg, s))
@@ -93,6 +95,15 @@ def load(cfg: C.TaskConfig, world: World, seed: int = 0) -> TaskData:
     evaluated = (load(dataclasses.replace(task_config(cfg.eval_task), eval_size=cfg.eval_size), world, seed)
                  if cfg.eval_task else None)
     return TaskData(cfg, train, validation, eval_sets, evaluated)
+
+
+def _gaussians(cfg: C.TaskConfig, seed: int) -> TaskData:
+    """The two-Gaussians toy's task (`ftdyn.tasks.gaussians`): X1 points with the moved target to
+    train on, `eval_size` fixed points of each evaluation set (x1, x2), no validation split."""
+    points = gaussians.evaluation_points(cfg.eval_size, seed)
+    sets = [EvalSet(name, cfg.eval_sets[name], [{"x": v} for v in x.tolist()])
+            for name, x in points.items() if name in cfg.eval_sets]
+    return TaskData(cfg, gaussians.finetune_rows(cfg.train_size, seed), [], sets)
 
 
 def load_cross_task(name: str, world: World, seed: int = 0, eval_size: int | None = None) -> TaskData:
@@ -121,7 +132,7 @@ def demonstration_blocks(task: TaskData, k: int, seed: int, fmt: str,
 
     Drawn from the train split, which shares no example with any evaluation set (`load`), or,
     for an `eval_set` with demonstrations of its own (`EvalSet.fewshot`: tulu's multiple-choice
-    sets, from each dataset's train split), from those. A task without a train split (a probe)
+    sets, from each dataset's train split), from those. A task without a train split (the knowledge probe)
     has nothing to draw from and is evaluated zero-shot.
     """
     own = eval_set.fewshot if eval_set is not None else []

@@ -10,7 +10,7 @@ true ones: the task is decided by the text alone (world knowledge is no shortcut
 facts, "entailment" hypotheses were true facts and "contradiction" ones false), and the space
 of examples is large enough that every split keeps balanced labels after removing train
 examples. What pre-training contributes is the language: names, phrasings and their synonymy.
-World knowledge itself is measured by the probe.
+World knowledge itself is measured by the knowledge probe.
 
 `syn_mc` is the exception, and the ARC of tinyworld: four-way multiple-choice questions about
 the world's *true* facts (where a person lives, what every baker does), answered from what
@@ -251,7 +251,7 @@ def fact_examples(world: World, task: str, split: str, n: int, seed: int = 0,
     return examples
 
 
-def probe_items(world: World) -> list[dict]:
+def knowledge_items(world: World) -> list[dict]:
     """The knowledge probe: every fact of the world as a cloze over its attribute's values."""
     return [{"prompt": CLOZE[a].format(p=p), "label": world.facts[p][a], "choices": list(VALUES[a])}
             for p in world.people for a in ATTRIBUTES]
@@ -276,7 +276,7 @@ def generate(world: World, task: str, split: str, n: int, seed: int = 0,
     from an evaluation split never shifts its label balance.
     """
     if task == "syn_probe":
-        return probe_items(world)[:n]
+        return knowledge_items(world)[:n]
     if task in FACT_TASKS:
         return fact_examples(world, task, split, n, seed, exclude)
     if task not in GENERATORS:
