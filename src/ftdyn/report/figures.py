@@ -1,8 +1,9 @@
 """The report's figures (PNG, matplotlib's Agg backend: no display needed).
 
-Each function draws one figure from a derived table (`tables`) into `out/<name>.png` and returns
-the file name, or None when the table is empty. Figures are written to a temporary name and
-renamed (`files.atomic_path`), like every other file of a report.
+Each function draws one figure from a derived table (`before_after`, `laws`, `summary`, `inside`,
+`gaussians`, `mrc`) into `out/<name>.png` and returns the file name, or None when the table is
+empty. Figures are written to a temporary name and renamed (`files.atomic_path`), like every
+other file of a report.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from matplotlib import ticker  # noqa: E402
 
 from ftdyn import files  # noqa: E402
 from ftdyn.report import fits  # noqa: E402
-from ftdyn.report.tables import CALIBRATION, DEFAULT_FORMAT, FORGET, PRIMARY  # noqa: E402
+from ftdyn.report.frames import CALIBRATION, DEFAULT_FORMAT, FORGET, PRIMARY  # noqa: E402
 
 log = logging.getLogger(__name__)
 

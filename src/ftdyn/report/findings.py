@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ftdyn.report import fits, mrc, tables
-from ftdyn.report.tables import FORGET, PRIMARY
+from ftdyn.report import fits, laws, mrc
+from ftdyn.report.frames import DEFAULT_FORMAT, FORGET, PRIMARY, default_format
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def scores(table: pd.DataFrame, split_kind: str = "in_domain", metrics=PRIMARY) 
     `split_kind` (acc or Rouge-L), default format, equal shots; `gain` = after - before."""
     rows = table[(table["split_kind"] == split_kind) & table["metric"].isin(metrics)
                  & table["stage"].isin(["before", "after"])]
-    rows = _same_shots(tables.default_format(rows))
+    rows = _same_shots(default_format(rows))
     if rows.empty:
         raise Missing(f"no before/after {split_kind} rows")
     keys = ["seed", "task", "ckpt_step", "method"]
@@ -226,9 +226,9 @@ def _direction(train_kind: str, eval_kind: str) -> Callable[[pd.DataFrame, dict[
         if changes.empty:
             raise Missing("needs cross-task rows (eval.cross_tasks)")
         pairs = changes[(changes["train_kind"] == train_kind) & (changes["eval_kind"] == eval_kind)
-                        & (changes["prompt"] == tables.DEFAULT_FORMAT)]
+                        & (changes["prompt"] == DEFAULT_FORMAT)]
         if pairs.empty:
-            raise Missing(f"no {train_kind} -> {eval_kind} entries in the {tables.DEFAULT_FORMAT} format")
+            raise Missing(f"no {train_kind} -> {eval_kind} entries in the {DEFAULT_FORMAT} format")
         seeds = table.drop_duplicates("run_key").set_index("run_key")["seed"]
         defined = pairs[pairs["undefined"].isna()].assign(seed=lambda d: d["run_key"].map(seeds))
         values = _seed_mean(defined, "change") if not defined.empty else pd.Series(dtype=float)
@@ -253,8 +253,8 @@ def mrc_asymmetry(table: pd.DataFrame, kinds: dict[str, str]) -> pd.Series:
 
 def _law_r2(table: pd.DataFrame, fit: Callable[[pd.DataFrame], float]) -> pd.Series:
     """Per seed: the R² of a law fitted to the report's own in-loop points (each run's first steps
-    left out, `tables.law_points`), mean over training tasks."""
-    points = tables.law_points(tables.in_loop(table))
+    left out, `laws.law_points`), mean over training tasks."""
+    points = laws.law_points(laws.in_loop(table))
     if points.empty:
         raise Missing("needs in-loop rows (eval.every_n_steps > 0)")
     points["seed"] = points["run_key"].map(table.drop_duplicates("run_key").set_index("run_key")["seed"])

@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ftdyn.report.tables import DEFAULT_FORMAT, DESIGN, PRIMARY, task_kind, varying, with_shots
+from ftdyn.report.frames import DEFAULT_FORMAT, DESIGN, PRIMARY, task_kind, varying, with_shots
 
 log = logging.getLogger(__name__)
 
