@@ -1,4 +1,4 @@
-"""Find a sweep's jobs and read their rows into one table (the job-directory contract, DESIGN.md).
+"""Find a sweep's jobs and read their rows into one table (the job directory: docs/results.md).
 
 A job directory holds `config.yaml`; a finished job also `results.jsonl`, `examples.jsonl` and
 `done`; a failed one `failed.json` ({run_key, reason, step}) and perhaps a partial
