@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from ftdyn.report import findings as F
+from ftdyn.report import fits
+from ftdyn.report import verdict as V
 
 SEEDS = (0, 1, 2)
 CKPTS = (10, 100, 1000)
@@ -36,11 +38,11 @@ def run(finding_key: str, rows: pd.DataFrame) -> dict:
 
 
 def test_interval_is_the_student_t_interval_across_seeds():
-    mean, lo, hi, n = F.interval(pd.Series([1.0, 2.0, 3.0]))
+    mean, lo, hi, n = V.interval(pd.Series([1.0, 2.0, 3.0]))
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
     assert (mean, n) == (2.0, 3)
     assert lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
-    assert all(math.isnan(v) for v in F.interval(pd.Series([5.0]))[1:3])
+    assert all(math.isnan(v) for v in V.interval(pd.Series([5.0]))[1:3])
 
 
 @pytest.mark.parametrize("lo, hi, direction, margin, expected", [
@@ -51,7 +53,7 @@ def test_interval_is_the_student_t_interval_across_seeds():
     (0.05, 0.15, 0, 0.1, "inconclusive"), (float("nan"), float("nan"), 1, 0.0, "inconclusive"),
 ])
 def test_verdict_rule(lo, hi, direction, margin, expected):
-    assert F.verdict(lo, hi, direction, margin) == expected
+    assert V.verdict(lo, hi, direction, margin) == expected
 
 
 def probe_rows(after: float):
@@ -186,7 +188,7 @@ def test_linear_law_r2():
 def test_findings_table_has_one_line_per_finding_with_its_rule():
     out = F.findings(table(probe_rows(0.5)), KINDS)
     assert list(out["finding"]) == [f.key for f in F.FINDINGS]
-    assert set(out["verdict"]) <= set(F.VERDICTS)
+    assert set(out["verdict"]) <= set(V.VERDICTS)
     assert out["rule"].str.contains("reproduced when").all()
 
 
@@ -203,7 +205,7 @@ def test_joint_law_r2_on_planted_additive_forgetting():
             key = f"lora-{rank}-{seed}"
             rows.append({**row(seed, "cls", 100, "run", "run", "trainable_params", params), "run_key": key})
             for step in range(10, 260, 10):
-                forget = float(F.fits.additive_law(params, step, -1.0, 2e3, 30.0, 0.4, 0.8, 0.5, 3.0))
+                forget = float(fits.additive_law(params, step, -1.0, 2e3, 30.0, 0.4, 0.8, 0.5, 3.0))
                 rows.append({**row(seed, "cls", 100, f"step_{step}", "pretrain", "forget_ce",
                                    forget + rng.normal(0, 1e-3)), "run_key": key, "lora_rank": rank})
     out = run("c_joint_law", table(rows))

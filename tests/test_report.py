@@ -16,7 +16,7 @@ import yaml
 from conftest import PYTHON
 
 from ftdyn import files
-from ftdyn.report import build_report, figures, findings, fits, tables
+from ftdyn.report import before_after, build_report, figures, findings, fits, laws, summary
 from ftdyn.runs import results
 
 KIND = {"syn_nli": "classification", "syn_summ": "generation", "syn_para": "classification"}
@@ -162,10 +162,10 @@ def test_law_fits_leave_out_each_runs_first_steps(report):
     """The planted runs last 100 steps: round(50 / 260 * 100) = 19 are left out, so fits start at step 20
     (every rank's points pooled: 4 ranks x 9 steps); --skip-steps 0 keeps all 10 steps."""
     assert read(report[0], "forgetting_law").set_index("task").loc["syn_nli", "n"] == 4 * 9
-    points = tables.in_loop(report[1][report[1]["status"] == "finished"])
-    assert len(tables.law_points(points, 0)) == len(points) == 4 * 10
-    assert tables.law_points(points)["step"].min() == 20
-    assert tables.law_points(points, 50)["step"].min() == 60
+    points = laws.in_loop(report[1][report[1]["status"] == "finished"])
+    assert len(laws.law_points(points, 0)) == len(points) == 4 * 10
+    assert laws.law_points(points)["step"].min() == 20
+    assert laws.law_points(points, 50)["step"].min() == 60
 
 
 def test_before_after_intervals_bracket_the_mean(report):
@@ -182,11 +182,11 @@ def test_reliability_bins_equal_a_hand_computation():
                               "prompt": "default", "metric": "acc", "scores": [0.0, 1.0, 1.0, 1.0],
                               "confidences": [0.1, 0.12, 0.95, 0.99]}])
     runs = pd.DataFrame([{**facts("k"), **row("test", "in_domain", "after", "acc", 0.75)}])
-    bins = tables.reliability(runs, examples).set_index("bin")
+    bins = summary.reliability(runs, examples).set_index("bin")
     assert bins["count"].to_dict() == {1: 2, 14: 2}  # 1/15 < 0.1, 0.12 <= 2/15; 14/15 < 0.95, 0.99 <= 1
     assert bins.loc[1, ["confidence", "accuracy"]].tolist() == pytest.approx([0.11, 0.5])
     assert bins.loc[14, ["confidence", "accuracy"]].tolist() == pytest.approx([0.97, 1.0])
-    assert tables.reliability(runs, examples.drop(columns="confidences")).empty
+    assert summary.reliability(runs, examples.drop(columns="confidences")).empty
 
 
 def test_replay_and_methods_tables(report):
@@ -279,7 +279,7 @@ def test_command_line_prints_one_before_after_row_per_checkpoint_and_task(tmp_pa
 
 def test_the_headline_keeps_the_design_a_sweep_varies(report):
     _, table, _ = report
-    headline = tables.headline(table[table["status"] == "finished"])
+    headline = before_after.headline(table[table["status"] == "finished"])
     assert list(headline.columns[:5]) == ["task", "ckpt_step", "method", "lora_rank", "replay_rate"]
     assert not headline.duplicated(["task", "ckpt_step", "method", "lora_rank", "replay_rate"]).any()
     lora = headline[headline["method"] == "lora"].set_index("lora_rank")
@@ -364,8 +364,8 @@ def test_rows_of_different_shots_are_never_compared(tmp_path):
     assert test.loc[0, "after"] == 0.8 and np.isnan(test.loc[0, "before"])
     mrc = read(out, "mrc").iloc[0]
     assert np.isnan(mrc["mrc"]) and mrc["undefined"] == "syn_summ/test: before 4-shot, after 0-shot: not comparable"
-    assert np.isnan(tables.run_summary(table)["in_domain_gain"].iloc[0])
-    headline = tables.headline(table).set_index("shots")
+    assert np.isnan(summary.run_summary(table)["in_domain_gain"].iloc[0])
+    headline = before_after.headline(table).set_index("shots")
     assert headline.loc[4, "in-domain before"] == 0.4 and np.isnan(headline.loc[4, "in-domain after"])
     assert headline.loc[0, "in-domain after"] == 0.8 and np.isnan(headline.loc[0, "in-domain before"])
     assert (headline["probe before"] == 0.2).all() and (headline["probe after"] == 0.1).all()  # no demonstrations
@@ -389,7 +389,7 @@ def test_before_after_gives_the_interval_across_seeds():
                           "value": value}
                          for seed, after in enumerate((0.6, 0.7, 0.8))
                          for stage, value in (("before", 0.33), ("after", after))])
-    ba = tables.before_after(rows, pd.DataFrame()).iloc[0]
+    ba = before_after.before_after(rows, pd.DataFrame()).iloc[0]
     half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(3)
     assert ba["seeds"] == 3 and ba["after"] == pytest.approx(0.7)
     assert (ba["after_seed_lo"], ba["after_seed_hi"]) == pytest.approx((0.7 - half, 0.7 + half))

@@ -8,7 +8,7 @@ import pytest
 from conftest import MICRO
 
 from ftdyn.config.compose import compose_config
-from ftdyn.report import build_report, tables
+from ftdyn.report import build_report, inside
 from ftdyn.train import train
 
 RUN = MICRO + ["task.train_size=64", "method.batch_size=8", "eval.diagnostics=[head_norm,features,ntk]",
@@ -48,7 +48,7 @@ def test_frontier_has_every_alpha_and_other_tables_ignore_them(report):
     assert {"in_domain", "out_of_domain", "forget_kl"} <= set(front)
     lpft = front[front["method"] == "lpft"].set_index("alpha")
     assert lpft.loc[0, "forget_kl"] == 0 < lpft.loc[1, "forget_kl"]
-    plain, interpolated = tables.split_interpolation(table)
+    plain, interpolated = inside.split_interpolation(table)
     assert len(interpolated) and plain["alpha"].isna().all()
     ba = pd.read_csv(out / "before_after.csv")
     after = plain[(plain["stage"] == "after") & (plain["metric"] == "acc") & (plain["eval_set"] == "test")]

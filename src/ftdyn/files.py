@@ -1,9 +1,9 @@
 """Files that are never half-written, and locks between processes.
 
 Every file ftdyn writes for later reading (results, markers, manifests, fingerprint records,
-reports) goes to a temporary name in its directory and is renamed into place, so a reader never
-sees half a file. `file_lock` serialises processes that share a file or a directory (jobs of one
-sweep, builds of one ladder).
+reports) goes to a temporary name in its directory and is renamed into place (`atomic_path`;
+`write_atomic` for text), so a reader never sees half a file. `file_lock` serialises processes
+that share a file or a directory (jobs of one sweep, builds of one ladder).
 """
 
 from __future__ import annotations
@@ -17,19 +17,32 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory and a rename."""
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path` (same directory, created if need be) to write to;
+    rename it into place when the block ends normally, remove it when the block raises.
+
+    The same directory keeps the rename on one file system, where it is atomic. The temporary
+    name keeps `path`'s suffix, for writers that pick a format by it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same directory and a rename."""
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from ftdyn import files
-from ftdyn.report import collect, figures, findings, mrc, tables
+from ftdyn.report import before_after, collect, figures, findings, gaussians, inside, laws, mrc, summary
+from ftdyn.report.frames import DEFAULT_FORMAT
 from ftdyn.report.html import Section, page
 from ftdyn.report.wandb_log import log_tables
 
@@ -26,18 +27,18 @@ LEGEND = ("before → after fine-tuning. in-domain, out-of-domain: acc (rougeL f
 def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], out: Path,
                      seed: int = 0, skip_steps: int | None = None) -> list[Section]:
     """Every derived table of the report with its figure (drawn into `out`). The forgetting laws
-    leave each run's first steps out (`tables.law_points`, `skip_steps`)."""
-    table, interpolated = tables.split_interpolation(table)  # WiSE-FT rows: their own sections only
-    ba = tables.before_after(table, examples, seed)
+    leave each run's first steps out (`laws.law_points`, `skip_steps`)."""
+    table, interpolated = inside.split_interpolation(table)  # WiSE-FT rows: their own sections only
+    ba = before_after.before_after(table, examples, seed)
     changes = mrc.cross_task_changes(table, kinds)
-    transfer, points = mrc.mrc(changes), tables.law_points(tables.in_loop(table), skip_steps)
-    law, laws = tables.forgetting_law(points), tables.power_laws(points)
+    transfer, points = mrc.mrc(changes), laws.law_points(laws.in_loop(table), skip_steps)
+    law, joint = laws.forgetting_law(points), laws.power_laws(points)
     skipped = (f"the first {skip_steps} steps of each run left out" if skip_steps is not None else
                "each run's first 50/260 of its steps left out, as Kalajdzievski leaves out 50 of 260")
-    summary = tables.run_summary(table)
-    replay, methods = tables.replay(summary), tables.methods(summary)
-    bins = tables.reliability(table, examples)
-    toy_table = tables.gaussians(table)
+    runs = summary.run_summary(table)
+    replay, methods = summary.replay(runs), summary.methods(runs)
+    bins = summary.reliability(table, examples)
+    toy_table = gaussians.gaussians(table)
     ci = "with bootstrap 95% intervals (percentile, 3,000 resamples over per-example scores; " \
          "Amuro & Char report the interval's midpoint)" if "before_lo" in ba else \
          "without intervals: no job wrote per-example scores (examples.jsonl), so nothing to bootstrap"
@@ -65,8 +66,8 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 f"{skipped}: law=additive is Kalajdzievski's Eq. 5-6, L = c((a/P)^alpha + (b/N)^beta)^rho + s "
                 "(least squares on L; a, b, c are identified only together, shown with |c| = 1); law=product is "
                 "ftdyn's own, L = s + a P^alpha (N + b)^beta (fitted on log L).",
-                laws, "needs LoRA jobs at >= 2 ranks with in-loop rows (eval.every_n_steps > 0)",
-                figures.power_law_curves(points, laws, out),
+                joint, "needs LoRA jobs at >= 2 ranks with in-loop rows (eval.every_n_steps > 0)",
+                figures.power_law_curves(points, joint, out),
                 "Loss against step per LoRA rank (points fitted) with each fitted joint law (lines)."),
         Section("replay", "Replay rate", "In-domain gain (after - before, acc or rougeL) and forgetting "
                 "(forget_kl after) per share of pre-training text in each batch.", replay,
@@ -82,7 +83,7 @@ def derived_sections(table: pd.DataFrame, examples: pd.DataFrame, kinds: dict[st
                 "in-domain sets); the method comparison's ECE/MCE bars summarise calibration",
                 figures.reliability_diagrams(bins, out),
                 "Accuracy against confidence after fine-tuning, per method; the dotted diagonal is perfect calibration."),
-        *diagnostic_sections(table, interpolated, tables.in_loop(table), out),  # every step, none skipped
+        *diagnostic_sections(table, interpolated, laws.in_loop(table), out),  # every step, none skipped
     ]
     if toy_table.empty:  # a language-model sweep: no section for the toy
         return sections
@@ -102,7 +103,7 @@ def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points:
     """Inside the run (docs/diagnostics.md): the LP-FT diagnostics per method, the NTK spectra,
     and WiSE-FT's learning-forgetting frontier. They are opt-in (eval.diagnostics, eval.interpolate),
     so a section shows only when some job measured it, rather than a 'missing' note on every page."""
-    diag, front = tables.diagnostics(table), tables.frontier(interpolated)
+    diag, front = inside.diagnostics(table), inside.frontier(interpolated)
     sections = [
         Section("diagnostics", "Features, head and kernel (LP-FT diagnostics)",
                 "Per method: classifier norm ||V||_F at the end; feature change against the start checkpoint on the "
@@ -118,7 +119,7 @@ def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points:
                 "needs eval.diagnostics=[head_norm] and eval.every_n_steps > 0", figures.head_norm_curves(points, out),
                 "Classifier norm against step, per method."),
         Section("ntk_spectra", "NTK spectra", "Singular values of the pre-train-effective (ntk_pre) and "
-                "FT-effective (ntk_ft) parts, each over its largest, per method.", tables.ntk_spectra(table),
+                "FT-effective (ntk_ft) parts, each over its largest, per method.", inside.ntk_spectra(table),
                 "needs eval.diagnostics=[ntk] on head methods"),
         Section("frontier", "WiSE-FT: learning-forgetting frontier",
                 "theta_a = (1 - a) theta_0 + a theta_ft per a of eval.interpolate: in-domain and OOD score, "
@@ -132,8 +133,8 @@ def diagnostic_sections(table: pd.DataFrame, interpolated: pd.DataFrame, points:
 def _direction_sections(changes: pd.DataFrame) -> list[Section]:
     """Amuro & Char's direction averages in the default prompt format, then one table per other format."""
     sections = []
-    for fmt in [tables.DEFAULT_FORMAT] + [f for f in mrc.formats(changes) if f != tables.DEFAULT_FORMAT]:
-        suffix = "" if fmt == tables.DEFAULT_FORMAT else f"_{fmt}"
+    for fmt in [DEFAULT_FORMAT] + [f for f in mrc.formats(changes) if f != DEFAULT_FORMAT]:
+        suffix = "" if fmt == DEFAULT_FORMAT else f"_{fmt}"
         sections.append(Section(
             f"mrc_directions{suffix}", f"Cross-task change by task kind ({fmt} format)",
             f"Mean relative change by kind (Amuro & Char's classification -> generation and generation -> "
@@ -196,7 +197,7 @@ def build_report(dirs: list[Path], out: Path, seed: int = 0,
 
 def console_table(headline: pd.DataFrame) -> str:
     """The headline table as text: key columns, then one `before → after` column per measurement."""
-    measures = [name for name in tables.HEADLINE if f"{name} after" in headline]
+    measures = [name for name in before_after.HEADLINE if f"{name} after" in headline]
     keys = [c for c in headline.columns if not c.endswith((" before", " after"))]
     shown = headline[keys].astype(object).where(headline[keys].notna(), "-").rename(columns={"ckpt_step": "ckpt"})
     if "shots" in shown:  # a count, stored as float beside rows without one
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.dirs[0] / "report"
     table, jobs = build_report(args.dirs, out, args.seed, args.skip_steps)
-    headline = tables.headline(tables.split_interpolation(table[table["status"] == "finished"])[0])
+    headline = before_after.headline(inside.split_interpolation(table[table["status"] == "finished"])[0])
     print(LEGEND if not headline.empty else "no finished job: nothing to compare before and after")
     if not headline.empty:
         print(console_table(headline))

@@ -1,4 +1,4 @@
-"""Find a sweep's jobs and read their rows into one table (the job-directory contract, DESIGN.md).
+"""Find a sweep's jobs and read their rows into one table (the job directory: docs/results.md).
 
 A job directory holds `config.yaml`; a finished job also `results.jsonl`, `examples.jsonl` and
 `done`; a failed one `failed.json` ({run_key, reason, step}) and perhaps a partial
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,12 +140,5 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 def write_parquet(table: pd.DataFrame, path: Path) -> None:
     """Parquet through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with files.atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,15 +1,14 @@
 """The report's figures (PNG, matplotlib's Agg backend: no display needed).
 
-Each function draws one figure from a derived table (`tables`) into `out/<name>.png` and returns
-the file name, or None when the table is empty. Figures are written to a temporary name and
-renamed, like every other file of a report.
+Each function draws one figure from a derived table (`before_after`, `laws`, `summary`, `inside`,
+`gaussians`, `mrc`) into `out/<name>.png` and returns the file name, or None when the table is
+empty. Figures are written to a temporary name and renamed (`files.atomic_path`), like every
+other file of a report.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,23 +19,20 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from ftdyn import files  # noqa: E402
 from ftdyn.report import fits  # noqa: E402
-from ftdyn.report.tables import CALIBRATION, DEFAULT_FORMAT, FORGET, PRIMARY  # noqa: E402
+from ftdyn.report.frames import CALIBRATION, DEFAULT_FORMAT, FORGET, PRIMARY  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
 def _save(fig, out: Path, name: str) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".png")
-    os.close(fd)
     try:
         fig.tight_layout()
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, out / f"{name}.png")
+        with files.atomic_path(out / f"{name}.png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)  # pyplot keeps every open figure alive until closed
     return f"{name}.png"
 
 

@@ -1,6 +1,6 @@
 """The statistics behind the report: bootstrap intervals, the linear forgetting law, two joint laws.
 
-Bootstrap (Amuro & Char, seed-methods.md §1.5): `scipy.stats.bootstrap`, percentile method, 95%,
+Bootstrap (Amuro & Char; docs/definitions.md): `scipy.stats.bootstrap`, percentile method, 95%,
 3,000 resamples of the per-example scores, seeded. They report the interval's midpoint as the
 performance; the report keeps the plain mean beside the interval (the midpoint is (lo + hi) / 2).
 
@@ -20,7 +20,7 @@ Additive joint law, the paper's (Eq. 5-6, `additive_law`): in trainable paramete
 fitted to the fine-tuning loss and to forget_ce. The form is the one the paper's Table 1
 parameters (a, b, alpha, beta, rho, c, s per loss) fit: with the OpenOrca L_ft values it gives
 0.65-0.77 for ranks 8-256 (Llama 2 7B, P = 2.5M per rank) over steps 50-260. The §4.1 text
-itself was not available to check (seed-methods.md §2.3). Table 1 gives no c_f, s_f: the
+itself was not available to check (docs/definitions.md). Table 1 gives no c_f, s_f: the
 forgetting law is read as the same form with a negative c (c_f = -c_{f,ft} * c_ft from the
 linear law), rising towards the ceiling s as N and P grow; so c is fitted with its sign.
 a, b and c are identified only together: scaling (a/P)**alpha and (b/N)**beta by k is undone by

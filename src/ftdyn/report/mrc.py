@@ -1,4 +1,4 @@
-"""Cross-task change and MRC as Amuro & Char compute them (seed-methods.md §1.6: v5 Eq. 1; their
+"""Cross-task change and MRC as Amuro & Char compute them (v5 Eq. 1, docs/definitions.md; their
 notebook `analysis/gen_paper_figs.ipynb`, `change_table_by_checkpoint_for_plot`).
 
 One entry per run x other task's test set x prompt format: (after - before) / before of its score
@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ftdyn.report.tables import DEFAULT_FORMAT, DESIGN, PRIMARY, task_kind, varying, with_shots
+from ftdyn.report.frames import DEFAULT_FORMAT, DESIGN, PRIMARY, task_kind, varying, with_shots
 
 log = logging.getLogger(__name__)
 
