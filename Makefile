@@ -9,25 +9,25 @@ export WANDB_MODE ?= offline
 
 .PHONY: run test test-fast test-gpu test-scale bench env study study-name figures clean
 
-# Named studies are conf/experiment/<name>.yaml (docs/studies.md); `_`-files are shared bases.
-STUDIES := $(filter-out _%,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
+# Named studies are sweeps/experiment/<name>.yaml (docs/studies.md); `_`-files are shared bases.
+STUDIES := $(filter-out _%,$(basename $(notdir $(wildcard sweeps/experiment/*.yaml))))
 STUDY_DIR = $(or $(FTDYN_OUT),outputs)/studies/$(NAME)
 
-# The default study (conf/experiment/default.yaml) and its report, which prints the results last.
+# The default study (sweeps/experiment/default.yaml) and its report, which prints the results last.
 run: NAME = default
 run: study
 
 # make study NAME=<name> [ARGS="<overrides>"]: build the ladder first, with every core, so the
 # jobs do not race to build it; run the grid; then the report, even when some jobs failed (it
-# lists them, and the target fails after it). ARGS go to the jobs: e.g. ARGS="task.train_size=500"
-# or a cluster launcher, ARGS="hydra/launcher=slurm hydra.launcher.partition=gpu trainer=gpu".
+# lists them, and the target fails after it). ARGS go to the jobs: e.g. ARGS="task.train_size=500",
+# or the cluster's launch profile (sweeps/launch/slurm.yaml): ARGS="launch=slurm hydra.launcher.partition=gpu".
 study: study-name $(VENV)/.installed
 	$(PY) -m ftdyn.pretrain +experiment=$(NAME) $(filter model=% model.%,$(ARGS))
 	status=0; $(PY) -m ftdyn.train -m +experiment=$(NAME) $(ARGS) || status=$$?; \
 	$(PY) -m ftdyn.report $(STUDY_DIR) --out $(STUDY_DIR)/report && exit $$status
 
 study-name:
-	@test -f "conf/experiment/$(NAME).yaml" || { echo "make study NAME=<name>: one of $(STUDIES)" >&2; exit 2; }
+	@test -f "sweeps/experiment/$(NAME).yaml" || { echo "make study NAME=<name>: one of $(STUDIES)" >&2; exit 2; }
 
 # Refresh the tracked docs/figures/<name>/ from the studies' reports (a study never writes there).
 # Every study with a docs/figures/ folder, or NAME=<name> for one (a new one too); run it first.

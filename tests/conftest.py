@@ -47,8 +47,11 @@ _own_environment()
 import torch  # noqa: E402  (after OMP_NUM_THREADS is set)
 
 from ftdyn import config as C  # noqa: E402  (after FTDYN_CACHE is set)
-from ftdyn.config.compose import compose_config
+from ftdyn.config.compose import compose_config, register
 from ftdyn.pretrain import ladder
+
+register()  # the schema and resolvers conf/train.yaml reads: tests that compose through Hydra's own
+# initialize_config_dir (test_experiments.py) otherwise depended on another module registering them
 
 torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 says, in case something imported torch before it was set
 

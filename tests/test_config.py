@@ -10,10 +10,12 @@ from omegaconf.errors import ValidationError
 
 from ftdyn import config as C
 from ftdyn.config.compose import compose_config
-from ftdyn.config.paths import conf_dir
+from ftdyn.config.paths import conf_dir, sweeps_dir
 
-# `_name.yaml` files are bases that options extend (conf/model/_hub.yaml), not options themselves
-GROUP_OPTIONS = sorted((group.name, option.stem) for group in conf_dir().iterdir() if group.is_dir()
+# `_name.yaml` files are bases that options extend (conf/model/_hub.yaml), not options themselves;
+# the groups of sweeps/ (the named studies, their launch profiles) are on Hydra's search path too
+GROUP_OPTIONS = sorted((group.name, option.stem) for root in (conf_dir(), sweeps_dir())
+                       for group in root.iterdir() if group.is_dir()
                        for option in group.glob("*.yaml") if not option.stem.startswith("_"))
 
 
@@ -24,7 +26,8 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_option_composes_into_the_typed_schema(group, option):
-    overrides = [f"+{group}={option}" if group == "experiment" else f"{group}={option}"]  # not in train.yaml's defaults
+    # the named studies and launch profiles are added (+), not in train.yaml's defaults
+    overrides = [f"+{group}={option}" if group in ("experiment", "launch") else f"{group}={option}"]
     if group == "task" and option == "syn_probe":
         overrides.append("method=base")  # the probe is evaluation-only
     if (group, option) in (("model", "mlp"), ("task", "two_gaussians")):

@@ -1,6 +1,7 @@
-"""Named studies are configs: every `conf/experiment/<name>.yaml` composes, dry-runs to the job count
-that docs/studies.md states for it (parsed from the doc, so doc and config cannot drift), and
-launches as its config says unless the command line says otherwise.
+"""Named studies are configs: every `sweeps/experiment/<name>.yaml` composes, dry-runs to the job
+count that docs/studies.md states for it (parsed from the doc, so doc and config cannot drift), and
+launches as its config says unless the command line says otherwise: two at a time on this machine,
+or as a SLURM job array with the launch profile `launch=slurm` (`sweeps/launch/slurm.yaml`).
 
 The dry runs are ftdyn.runs.dryrun's own (`job_overrides` + `print_jobs`, what `+dry=true` runs), in
 process; one slow test runs the `+dry=true` command itself and one runs a study for real.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -21,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftdyn import config as C
 from ftdyn.config import keys
-from ftdyn.config.paths import conf_dir
+from ftdyn.config.paths import conf_dir, sweeps_dir
 from ftdyn.runs import dryrun
 
 DOC = REPO / "docs" / "studies.md"
-STUDIES = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+STUDIES = sorted(p.stem for p in (sweeps_dir() / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 JOB_LINE = re.compile(r"^\[(\d+)\] (\S+) +(\w+) ")
 
 
@@ -38,6 +40,14 @@ def stated_job_counts() -> dict[str, int]:
         assert name and grid, f"{DOC}: section {section.splitlines()[0]!r} needs a `name` title and a 'Grid: ... = N jobs' line"
         counts[name.group(1)] = int(grid.group(1))
     return counts
+
+
+def commented_job_count(name: str) -> int:
+    """The job count a study's own file states in its `# Grid: ... = N jobs` comment (which may wrap)."""
+    grid = re.search(r"^# Grid: .*?= (\d+) jobs\b", (sweeps_dir() / "experiment" / f"{name}.yaml").read_text(),
+                     flags=re.M | re.S)
+    assert grid, f"sweeps/experiment/{name}.yaml needs a '# Grid: ... = N jobs' comment"
+    return int(grid.group(1))
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +83,7 @@ def dry_run(overrides: list[str], capsys) -> tuple[list[tuple[str, str]], str]:
 
 
 def test_every_study_has_a_section_in_the_docs_and_every_section_a_study():
-    assert STUDIES, "no conf/experiment/*.yaml"
+    assert STUDIES, "no sweeps/experiment/*.yaml"
     assert sorted(stated_job_counts()) == STUDIES
 
 
@@ -89,12 +99,62 @@ def test_study_dry_runs_to_the_job_count_its_docs_state_and_every_job_is_valid(n
 
 
 @pytest.mark.parametrize("name", STUDIES)
+def test_study_file_states_the_job_count_its_docs_state(name):
+    """With the test above: the file's comment, its docs section and its dry run count the same jobs."""
+    assert commented_job_count(name) == stated_job_counts()[name]
+
+
+@pytest.mark.parametrize("name", STUDIES)
 def test_study_runs_two_one_thread_jobs_at_a_time_into_its_own_fixed_directory(name, private_outputs):
     cfg = compose_sweep([f"+experiment={name}"])
     assert cfg.hydra.sweep.dir == str(private_outputs / "studies" / name)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
     assert cfg.hydra.launcher.n_jobs == 2
     assert cfg.trainer.threads == 1
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_slurm_launch_profile_sends_a_study_to_a_job_array_of_one_gpu_jobs(name, private_outputs):
+    """`launch=slurm` (sweeps/launch/slurm.yaml): conf/hydra/launcher/slurm.yaml's submitit launcher,
+    one GPU a job in bf16, torch's own threads; the same grid into the same directory. The toy
+    (`gaussians`) keeps its CPU trainer, so its jobs reserve no GPU."""
+    cfg = compose_sweep([f"+experiment={name}", "launch=slurm", "hydra.launcher.partition=gpu"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    gpus = 0 if name == "gaussians" else 1
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["partition"] == "gpu"
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (1, 1, gpus)
+    assert launcher["signal_delay_s"] == 120  # the cluster file's requeue settings, not the plugin's defaults
+    assert cfg.hydra.sweep.dir == str(private_outputs / "studies" / name)
+    overrides = dryrun.job_overrides(cfg)
+    assert len(overrides) == stated_job_counts()[name]
+    jobs = [compose_job(o) for o in (overrides[0], overrides[-1])]  # valid: the toy would refuse a GPU trainer
+    trainer = ("gpu", "bf16-mixed", 0) if gpus else ("cpu", "32-true", 0)
+    assert {(j.trainer.accelerator, j.trainer.precision, j.trainer.threads) for j in jobs} == {trainer}
+
+
+def test_command_line_wins_over_the_slurm_launch_profile():
+    cfg = compose_sweep(["+experiment=lpft", "launch=slurm", "trainer=ddp", "trainer.devices=4",
+                         "hydra.launcher.account=acct"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["account"]) == (4, 4, "acct")
+    assert (cfg.trainer.strategy, cfg.trainer.devices) == ("ddp", 4)
+    local = compose_sweep(["+experiment=lpft", "launch=local"])  # the profile a study takes unless told
+    assert local.hydra.launcher == compose_sweep(["+experiment=lpft"]).hydra.launcher
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_study_takes_exactly_the_studies_in_sweeps_and_make_run_is_the_default_one():
+    def make(*args):
+        return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "MAKEFLAGS": ""})
+
+    unknown = make("study", "NAME=nonexistent")  # refused before anything is set up or run
+    listed = re.search(r"^make study NAME=<name>: one of (.*)$", unknown.stderr, flags=re.M)
+    assert unknown.returncode == 2 and listed and sorted(listed.group(1).split()) == STUDIES
+    for name in STUDIES:
+        assert make("study-name", f"NAME={name}").returncode == 0
+    planned = make("-n", "run").stdout  # -n: print the commands, run none
+    assert "-m ftdyn.train -m +experiment=default" in planned and "studies/default --out" in planned
 
 
 def test_command_line_wins_over_a_studys_grid_settings_and_launcher(tmp_path):

@@ -3,8 +3,6 @@ what scores a head method's task."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import pytest
 import sklearn.linear_model
@@ -226,7 +224,7 @@ def test_probe_settings_key_only_the_methods_with_a_probe():
 
 
 def test_the_lpft_study_compares_head_methods_with_head_methods_in_tomihari_and_satos_lora():
-    study = OmegaConf.load(Path(C.conf_dir()) / "experiment" / "lpft.yaml")
+    study = OmegaConf.load(C.sweeps_dir() / "experiment" / "lpft.yaml")
     methods = study.hydra.sweeper.params.method.split(",")
     assert sorted(methods) == ["ft", "lorahead", "lpft", "lplora"] and set(methods) <= set(HEAD_METHODS)
     job = C.to_typed(compose_config(["+experiment=lpft", "method=lplora"]))

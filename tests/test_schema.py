@@ -15,7 +15,7 @@ from omegaconf import MISSING, OmegaConf
 from ftdyn import config as C
 from ftdyn.config import choices, keys, settings
 from ftdyn.config.compose import compose_config
-from ftdyn.config.paths import conf_dir
+from ftdyn.config.paths import conf_dir, sweeps_dir
 
 # lplora reads every method field (LoRA and probe), so no method setting is ignored by the method
 EVERY_FIELD_USED = ["method=lplora"]
@@ -130,10 +130,17 @@ def _same(yaml_value, default) -> bool:
 
 
 def _option_files() -> list[Path]:
-    return sorted(p for p in conf_dir().rglob("*.yaml") if p.parent != conf_dir() and "hydra" not in p.parts)
+    """Every option file of conf/'s groups and of sweeps/ (the named studies and their launch profiles)."""
+    return sorted([p for p in conf_dir().rglob("*.yaml") if p.parent != conf_dir() and "hydra" not in p.parts]
+                  + list(sweeps_dir().rglob("*.yaml")))
 
 
-@pytest.mark.parametrize("path", _option_files(), ids=lambda p: str(p.relative_to(conf_dir())))
+def _shown(path: Path) -> str:
+    """`conf/method/lora.yaml`, `sweeps/experiment/lpft.yaml`: the path from the folder holding both."""
+    return str(path.relative_to(conf_dir().parent))
+
+
+@pytest.mark.parametrize("path", _option_files(), ids=_shown)
 def test_no_option_file_restates_a_schema_default(path):
     text = path.read_text()
     content = OmegaConf.to_container(OmegaConf.create(text)) or {}
@@ -141,7 +148,7 @@ def test_no_option_file_restates_a_schema_default(path):
     package = [] if "@package _global_" in text else [path.parent.name]
     restated = [".".join(package + keys) for keys, value in _leaves(content)
                 if (package + keys)[0] != "hydra" and _same(value, _schema_default(C.TrainConfig, package + keys))]
-    assert not restated, f"{path.relative_to(conf_dir())} restates the schema's default of {restated}: drop them"
+    assert not restated, f"{_shown(path)} restates the schema's default of {restated}: drop them"
 
 
 def test_the_restating_check_catches_a_restated_default(tmp_path):

@@ -7,6 +7,6 @@ The schema and the choices are this package's names too: `from ftdyn import conf
 """
 
 from ftdyn.config.choices import *  # noqa: F401,F403
-from ftdyn.config.paths import cache_root, conf_dir, outputs_root  # noqa: F401
+from ftdyn.config.paths import cache_root, conf_dir, outputs_root, sweeps_dir  # noqa: F401
 from ftdyn.config.schema import *  # noqa: F401,F403
 from ftdyn.config.schema import _unknown_keys  # noqa: F401
