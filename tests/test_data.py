@@ -50,7 +50,7 @@ def test_label_words_have_distinct_first_subtokens(micro_ladder):
     assert len(set(first_token_ids(tok, ["yes", "no"]))) == 2
 
 
-# seed-methods.md §1.2 (Amuro & Char v5 Table 5 and the authors' code), character for character.
+# Amuro & Char's templates (Sun & Dredze 2024 v5 Table 5 and the authors' code), character for character.
 REFERENCE = {
     ("nli", "default"): "### Input_1: P.\n ### Input_2: H.\n ### Inference: ",
     ("nli", "io"): "P. H.",

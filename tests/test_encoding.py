@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 
 import pytest
-from conftest import MICRO, PYTHON, REPO
+from conftest import MICRO
 
 from ftdyn import config as C
 from ftdyn import tasks
@@ -17,6 +16,7 @@ from ftdyn.data.encoding import PromptEncoder
 from ftdyn.data.rows import completion_text, encode_pair
 from ftdyn.eval.stage import StageEvaluator
 from ftdyn.models import checkpoints
+from ftdyn.runs import check
 from ftdyn.tasks.prompts import Prompt, render
 from ftdyn.train import train
 from ftdyn.world.entities import make_world
@@ -179,7 +179,4 @@ def test_a_job_on_a_small_context_ladder_records_its_shortened_prompts(micro_lad
     expected = _expected_counts(task, tokenizer, 128)
     assert truncated == {(es.name, es.split_kind): expected[es.name][0] for es in task.eval_sets}
     assert all(v == 12 for v in truncated.values())
-    checker = REPO.parent / "shared" / "tools" / "check-results"
-    if checker.exists():
-        out = subprocess.run([PYTHON, str(checker), str(tmp_path)], capture_output=True, text=True)
-        assert out.returncode == 0 and " 0 problems" in out.stdout, out.stdout[-2000:]
+    assert list(check.problems([tmp_path])) == []  # the results contract

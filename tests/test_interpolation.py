@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
-from conftest import MICRO, PYTHON, REPO
+from conftest import MICRO
 
 from ftdyn import config as C
 from ftdyn.analysis.interpolation import interpolated_state
 from ftdyn.config.compose import compose_config
+from ftdyn.runs import check
 from ftdyn.train import train
 
 # fewshot.k=0: the base model's `before` rows are then scored exactly as an `after` stage is
-CHECKER = REPO.parent / "shared" / "tools" / "check-results"
 FAST = MICRO + ["task.train_size=64", "method.batch_size=8", "fewshot.k=0", "eval.interpolate=[0,0.5,1]"]
 
 
@@ -57,9 +56,7 @@ def test_alpha_0_is_the_base_model_and_alpha_1_the_fine_tuned_one(method, micro_
     assert at_half != at0 and at_half != at1
     assert at0[("tinyworld_heldout", "forget_kl", None)] == 0 < at1[("tinyworld_heldout", "forget_kl", None)]
     assert not [line for line in (tmp_path / "examples.jsonl").read_text().splitlines() if "alpha" in line]
-    if CHECKER.exists():  # the row contract's checker, where the workspace has it
-        check = subprocess.run([PYTHON, str(CHECKER), str(tmp_path)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout
+    assert list(check.problems([tmp_path])) == []  # the results contract, alpha column and all
 
 
 @pytest.mark.parametrize("method", ["lp", "lpft"])

@@ -40,7 +40,7 @@ def test_ece_and_mce_by_hand():
 
 
 def test_a_confidence_on_a_bin_edge_falls_in_the_lower_bin_as_the_definition_says():
-    """seed-methods §3.3 bins lower < c <= upper. The edge is torchmetrics' float32 edge 9/15."""
+    """Tomihari & Sato's definition bins lower < c <= upper. The edge is torchmetrics' float32 edge 9/15."""
     edge = float(bin_edges()[9])
     above = float(torch.nextafter(torch.tensor(edge), torch.tensor(1.0)))
     probabilities, labels = probabilities_with([edge, above], [1, 0])

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import MICRO, PYTHON, REPO
+from conftest import MICRO, PYTHON
 
 from ftdyn import config as C
 from ftdyn.config import keys
@@ -67,12 +67,9 @@ def test_sft_lifts_in_domain_accuracy(job):
     assert metrics["after/test/acc"] > metrics["before/test/acc"] + 0.1
 
 
-def test_rows_pass_the_shared_results_checker(job):
-    checker = REPO.parent / "shared" / "tools" / "check-results"
-    if not checker.exists():
-        pytest.skip("shared/tools/check-results is not beside this checkout")
-    out = subprocess.run([PYTHON, str(checker), str(job[0])], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout
+def test_rows_hold_the_results_contract_checked_from_the_command_line(job):
+    out = subprocess.run([PYTHON, "-m", "ftdyn.runs.check", str(job[0])], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.endswith(" 0 problems\n"), out.stdout[-2000:]
 
 
 def test_run_key_ignores_logging_and_tells_experiments_apart():

@@ -1,5 +1,5 @@
-"""What fine-tuning does to the features and the kernel of a head method (Tomihari & Sato, seed 004;
-seed-methods.md §3.1-3.2).
+"""What fine-tuning does to the features and the kernel of a head method (Tomihari & Sato 2024;
+docs/definitions.md).
 
 The model is f(x) = V phi(x) + b: phi the backbone's last-token feature (`last_token_features`),
 V, b the linear head. Three instruments:

@@ -1,4 +1,4 @@
-"""Weight-space interpolation, WiSE-FT (seed-methods.md §6): theta_a = (1 - a) theta_0 + a theta_ft.
+"""Weight-space interpolation, WiSE-FT (Wortsman et al. 2022): theta_a = (1 - a) theta_0 + a theta_ft.
 
 After a run, each a of `eval.interpolate` gets the whole `after` evaluation (in-domain, out of
 domain, knowledge probe, forgetting) of the interpolated model: rows with stage `after` and a column

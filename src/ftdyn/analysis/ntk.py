@@ -5,9 +5,9 @@ with learning rate lr on a loss L(f(X)), theta' = theta - lr * J(X)^T dL/df, so 
 
     delta f(x) = J(x) (theta' - theta) = -lr * K(x, X) @ dL/df(X).
 
-That is the poster's "the NTK predicts forgetting" (seed 000): a point drifts in proportion
+That is the CMU poster's "the NTK predicts forgetting" (Kapoor & Kotha): a point drifts in proportion
 to its kernel with the points being fitted. `params` restricts the kernel to named parameters
-(the backbone alone for the LP-FT split of Tomihari & Sato, seed 004).
+(the backbone alone for the LP-FT split of Tomihari & Sato 2024).
 
 Shapes: a model whose output for a batch of n is [n] (one scalar per input) gives a kernel
 [n1, n2]; one whose output is [n, k] gives [n1, n2, k, k], entry [a, b, i, j] being

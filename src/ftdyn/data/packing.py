@@ -1,6 +1,6 @@
 """Padding-free training batches: several examples packed into each row, each attending only to itself.
 
-A padded batch of 8 MNLI-like examples is ~45% padding (shared/reference/perf-anchors.md). A
+A padded batch of 8 MNLI-like examples is about half padding (`make bench` reports the share). A
 packed batch lays the same examples back to back in rows of `width` tokens (first fit, longest
 first), so almost every position is a real token. Exactness rests on three things:
 

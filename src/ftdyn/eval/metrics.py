@@ -1,4 +1,5 @@
-"""Metric definitions, as the source papers give them (seed-methods.md §2.1, §2.4, §3.3).
+"""Metric definitions, as the source papers give them (docs/definitions.md: Kalajdzievski 2024's forgetting
+and agreement with the base, Tomihari & Sato 2024's calibration).
 
 Pure functions of tensors, so each can be pinned to a hand computation in a test.
 """
@@ -21,7 +22,7 @@ def bin_edges(n_bins: int = N_BINS) -> torch.Tensor:
 def _edge_to_lower_bin(probabilities) -> torch.Tensor:
     """Probabilities in float32, one representable step towards 0.
 
-    The definition (seed-methods §3.3) bins lower < c <= upper. torchmetrics bins lower <= c < upper
+    The definition (Tomihari & Sato 2024, App. A.3.3) bins lower < c <= upper. torchmetrics bins lower <= c < upper
     and counts c == 1 in a hidden 16th bin of its own (torchmetrics#3510): in float32 a softmax
     saturates to exactly 1 at a logit gap of ~17, so a confident model sends real predictions there.
     One step down puts a confidence on an edge (1 included) into the bin below, as the definition

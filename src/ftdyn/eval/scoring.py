@@ -9,7 +9,7 @@ them. A scorer given an `encoder` fits through it, so the caller can read how ma
 Scoring forwards build no KV cache (`use_cache=False`): nothing reads it, and at 1B a batch's
 cache is gigabytes (64 prompts x 200 tokens: 3.3 GB in float32). Only generation keeps one.
 
-- **Label logits** (Amuro & Char's TokenProb, seed-methods.md §1.5): one forward pass per batch,
+- **Label logits** (Amuro & Char's TokenProb, docs/definitions.md): one forward pass per batch,
   read at the last prompt position. A label's candidates are the first sub-tokens of its forms
   `" word"` (as the completion follows a prompt in training) and `"word"` (the authors' code
   lists both); its score is the logsumexp of its candidates' logits, the log of the (unnormalised)

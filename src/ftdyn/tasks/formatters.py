@@ -24,7 +24,7 @@ def stsb_yes_no(example: dict) -> dict:
 def qgen(example: dict) -> dict:
     """Question generation: the answers block of the QGen prompt, as the authors' code writes it.
 
-    `Answer A: {a} Answer B: {b}Answer C: {c}` (seed-methods §1.2: no space before "Answer C",
+    `Answer A: {a} Answer B: {b}Answer C: {c}` (Amuro & Char's template, Sun & Dredze 2024 v5 Table 5: no space before "Answer C",
     kept); SciQ's fourth answer follows C the same way (`...{c}Answer D: {d}`), an assumption: the
     reference gives only the three-answer form. The IO format joins the answers with no separator.
     """
@@ -38,7 +38,7 @@ def qgen(example: dict) -> dict:
 
 
 def tweetqa(example: dict) -> dict | None:
-    """TweetQA as question generation: `### Answer: {Answer[0]}` (seed-methods §1.2)."""
+    """TweetQA as question generation: `### Answer: {Answer[0]}` (Sun & Dredze 2024 v5 Table 5)."""
     answers = example.pop("answer") or []
     if not answers:
         return None

@@ -8,7 +8,7 @@ example names, the label is mapped (rows whose label has no entry are dropped, e
 then the formatter may reshape it (or drop it by returning None).
 
 Sizes: train is `shuffle(seed=task.subsample_seed).select(range(task.train_size))` (Amuro &
-Char's 6,000 with seed 42, seed-methods.md §1.1); validation and evaluation sets keep at most
+Char's 6,000 with seed 42, Sun & Dredze 2024 v5 Table 1 and their code); validation and evaluation sets keep at most
 `task.eval_size` rows, the same seeded shuffle when a set is larger. A validation set that names
 the train split itself (MNLI, whose validation sets are evaluation data) takes the next
 `eval_size` rows of the train shuffle, so it never repeats a train example. Rows are selected before

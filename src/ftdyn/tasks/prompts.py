@@ -44,7 +44,7 @@ FORMATS: dict[str, dict[str, str]] = {
 
 # Families only real (hub) tasks use. Kept apart from FORMATS because the tiny ladder's tokenizer
 # glossary and ladder key are built from FORMATS (`vocabulary_lines`): adding these there would
-# rebuild every ladder. QGen follows seed-methods §1.2 with the answers pre-rendered by
+# rebuild every ladder. QGen follows Sun & Dredze 2024 (v5 Table 5) with the answers pre-rendered by
 # `ftdyn.tasks.formatters.qgen`; multiple-choice prompts are pre-rendered by their formatter.
 HUB_FORMATS: dict[str, dict[str, str]] = {
     "qgen": {

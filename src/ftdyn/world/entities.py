@@ -1,7 +1,7 @@
 """The fixed world that tinyworld text talks about.
 
 Small on purpose: the tiny ladder must be able to learn its facts in a few minutes of CPU
-pre-training (DESIGN.md, "Sizing": 20 people with 3 attributes each were learned in ~580 steps),
+pre-training (a sizing probe on a 2-core CPU: 20 people with 3 attributes each were learned in ~580 steps),
 so that knowledge rises visibly across the checkpoints. Within each category the names start
 with distinct letters, which keeps the first sub-token of every candidate answer distinct.
 """
